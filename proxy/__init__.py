@@ -1,0 +1,1 @@
+"""llm-metering-proxy: a transparent, OpenAI-compatible metering proxy for LLM APIs."""

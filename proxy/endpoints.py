@@ -1,0 +1,49 @@
+"""The OpenAI API endpoints the proxy routes by model (and, later, meters).
+
+Every other `/v1/*` path is forwarded as-is to the default upstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class BodyFormat(Enum):
+    JSON = "json"
+    MULTIPART = "multipart"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A model-routed endpoint: `path` is relative to `/v1/`."""
+
+    path: str
+    family: str
+    body: BodyFormat
+    # Azure OpenAI's classic API puts these under /deployments/{deployment}/.
+    deployment_scoped: bool = True
+
+
+_ENDPOINTS = (
+    Endpoint("chat/completions", "chat", BodyFormat.JSON),
+    Endpoint("completions", "completions", BodyFormat.JSON),
+    Endpoint("embeddings", "embeddings", BodyFormat.JSON),
+    Endpoint("images/generations", "images", BodyFormat.JSON),
+    Endpoint("images/edits", "images", BodyFormat.MULTIPART),
+    Endpoint("images/variations", "images", BodyFormat.MULTIPART),
+    Endpoint("audio/speech", "audio", BodyFormat.JSON),
+    Endpoint("audio/transcriptions", "audio", BodyFormat.MULTIPART),
+    Endpoint("audio/translations", "audio", BodyFormat.MULTIPART),
+    Endpoint("responses", "responses", BodyFormat.JSON, deployment_scoped=False),
+    Endpoint("moderations", "moderations", BodyFormat.JSON, deployment_scoped=False),
+)
+
+MODEL_ROUTED_ENDPOINTS: dict[str, Endpoint] = {endpoint.path: endpoint for endpoint in _ENDPOINTS}
+
+
+def model_routed_endpoint(method: str, path: str) -> Endpoint | None:
+    """The endpoint a `POST /v1/{path}` call goes to, or None for a pass-through path."""
+    if method != "POST":
+        return None
+    return MODEL_ROUTED_ENDPOINTS.get(path)

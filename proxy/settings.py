@@ -1,0 +1,162 @@
+"""Settings: environment variables plus the optional TOML config file, read and validated once.
+
+Nothing else in the package reads ``os.environ``: the upstream keys that the config names by
+environment variable are resolved here, so the rest of the code receives plain values.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+UpstreamKind = Literal["openai", "azure", "openai-compatible"]
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says what to fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UpstreamConfig(_Strict):
+    """One `[[upstreams]]` entry of the config file."""
+
+    name: str = Field(min_length=1)
+    base_url: str
+    kind: UpstreamKind = "openai"
+    api_key_env: str | None = None
+    models: tuple[str, ...] = ("*",)
+    hourly_cost_usd: Decimal | None = None
+    # Azure OpenAI only: the `api-version` query parameter and model -> deployment names.
+    api_version: str = "2024-10-21"
+    deployments: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class TimeoutConfig(_Strict):
+    """Seconds; `read` is the longest silence allowed between two bytes of the upstream's answer."""
+
+    connect: float = Field(default=10.0, gt=0)
+    read: float = Field(default=600.0, gt=0)
+    total: float | None = Field(default=None, gt=0)
+
+
+class ProxyConfig(_Strict):
+    """The TOML config file."""
+
+    upstreams: tuple[UpstreamConfig, ...] = ()
+    default_upstream: str | None = None
+    timeouts: TimeoutConfig = TimeoutConfig()
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+    max_connections_per_upstream: int = Field(default=1000, gt=0)
+
+    @model_validator(mode="after")
+    def _names(self) -> ProxyConfig:
+        names = [upstream.name for upstream in self.upstreams]
+        if len(names) != len(set(names)):
+            raise ValueError("upstream names must be unique")
+        if self.default_upstream is not None and self.default_upstream not in names:
+            raise ValueError(f"default_upstream {self.default_upstream!r} is not an upstream")
+        return self
+
+
+class EnvironmentSettings(_Strict):
+    """The `METERING_*` environment variables, read from the mapping `load_settings` is given."""
+
+    config: Path | None = None
+    database_url: str = "sqlite+aiosqlite:///./metering.db"
+    admin_key: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+class ResolvedUpstream(_Strict):
+    """An upstream with its key looked up: `api_key` set means managed mode for it."""
+
+    config: UpstreamConfig
+    api_key: SecretStr | None
+
+
+class Settings(_Strict):
+    """Everything the app needs, handed down from the entry point."""
+
+    environment: EnvironmentSettings
+    proxy: ProxyConfig
+    upstreams: tuple[ResolvedUpstream, ...]
+
+    @property
+    def default_upstream_name(self) -> str:
+        return self.proxy.default_upstream or self.upstreams[0].config.name
+
+
+def _read_config_file(path: Path) -> ProxyConfig:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
+    try:
+        return ProxyConfig.model_validate(raw)
+    except ValueError as error:
+        raise ConfigError(f"config file {path} is invalid:\n{error}") from error
+
+
+def _resolve_upstreams(config: ProxyConfig, environ: Mapping[str, str]) -> tuple[ResolvedUpstream, ...]:
+    if not config.upstreams:
+        # No upstream configured: forward to OpenAI, with OPENAI_API_KEY when it is set and the
+        # client's own key when it is not.
+        default = UpstreamConfig(name="openai", base_url=OPENAI_BASE_URL, api_key_env="OPENAI_API_KEY")
+        key = environ.get("OPENAI_API_KEY")
+        return (ResolvedUpstream(config=default, api_key=SecretStr(key) if key else None),)
+    resolved = []
+    for upstream in config.upstreams:
+        key = None
+        if upstream.api_key_env is not None:
+            key = environ.get(upstream.api_key_env)
+            if not key:
+                raise ConfigError(
+                    f"upstream {upstream.name!r} takes its key from ${upstream.api_key_env}, "
+                    "which is not set"
+                )
+        resolved.append(ResolvedUpstream(config=upstream, api_key=SecretStr(key) if key else None))
+    return tuple(resolved)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the environment and the config file it names; raise `ConfigError` on bad input."""
+    environ = os.environ if environ is None else environ
+    try:
+        environment = EnvironmentSettings.model_validate(_environment_values(environ))
+    except ValueError as error:
+        raise ConfigError(f"invalid METERING_* environment variable:\n{error}") from error
+    config = _read_config_file(environment.config) if environment.config else ProxyConfig()
+    return Settings(
+        environment=environment, proxy=config, upstreams=_resolve_upstreams(config, environ)
+    )
+
+
+def _environment_values(environ: Mapping[str, str]) -> dict[str, str]:
+    prefix = "METERING_"
+    return {
+        name[len(prefix) :].lower(): value
+        for name, value in environ.items()
+        if name.startswith(prefix) and name[len(prefix) :].lower() in EnvironmentSettings.model_fields
+    }

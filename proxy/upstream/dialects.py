@@ -1,0 +1,75 @@
+"""How each kind of upstream wants a call addressed and authenticated."""
+
+from __future__ import annotations
+
+from typing import Protocol
+from urllib.parse import quote
+
+from proxy.endpoints import Endpoint
+from proxy.settings import UpstreamConfig, UpstreamKind
+
+
+class Dialect(Protocol):
+    def url(
+        self,
+        config: UpstreamConfig,
+        path: str,
+        query: str,
+        endpoint: Endpoint | None,
+        model: str | None,
+    ) -> str:
+        """The upstream URL for `/v1/{path}?{query}`; `path` and `query` are still URL-encoded."""
+        ...
+
+    def auth_headers(self, credential: str) -> list[tuple[str, str]]: ...
+
+
+def _join(base: str, path: str, query: str) -> str:
+    return f"{base}/{path}?{query}" if query else f"{base}/{path}"
+
+
+class OpenAIDialect:
+    """OpenAI itself and every server that speaks its API (vLLM, llama.cpp server, Ollama)."""
+
+    def url(
+        self,
+        config: UpstreamConfig,
+        path: str,
+        query: str,
+        endpoint: Endpoint | None,
+        model: str | None,
+    ) -> str:
+        return _join(config.base_url, path, query)
+
+    def auth_headers(self, credential: str) -> list[tuple[str, str]]:
+        return [("Authorization", f"Bearer {credential}")]
+
+
+class AzureDialect:
+    """Azure OpenAI: `base_url` is `https://RESOURCE.openai.azure.com/openai`."""
+
+    def url(
+        self,
+        config: UpstreamConfig,
+        path: str,
+        query: str,
+        endpoint: Endpoint | None,
+        model: str | None,
+    ) -> str:
+        if "api-version=" not in query:
+            version = f"api-version={quote(config.api_version, safe='')}"
+            query = f"{query}&{version}" if query else version
+        if endpoint is not None and endpoint.deployment_scoped and model is not None:
+            deployment = quote(config.deployments.get(model, model), safe="")
+            path = f"deployments/{deployment}/{path}"
+        return _join(config.base_url, path, query)
+
+    def auth_headers(self, credential: str) -> list[tuple[str, str]]:
+        return [("api-key", credential)]
+
+
+DIALECTS: dict[UpstreamKind, Dialect] = {
+    "openai": OpenAIDialect(),
+    "openai-compatible": OpenAIDialect(),
+    "azure": AzureDialect(),
+}

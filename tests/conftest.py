@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import itertools
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack
+from pathlib import Path
+
+import pytest
+
+from proxy.app import create_app
+from proxy.settings import load_settings
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.servers import serve_in_thread
+
+
+@pytest.fixture
+def fake_upstream() -> Iterator[tuple[FakeUpstream, str]]:
+    """A fake OpenAI upstream on a real uvicorn; yields it and its base URL (with `/v1`)."""
+    fake = FakeUpstream()
+    with serve_in_thread(fake) as url:
+        yield fake, f"{url}/v1"
+    fake.release()
+
+
+ProxyFactory = Callable[..., str]
+
+
+@pytest.fixture
+def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
+    """Start the proxy on a real uvicorn with a TOML config; returns its base URL (with `/v1`)."""
+    with ExitStack() as stack:
+        numbers = itertools.count()
+
+        def start(config_toml: str = "", environ: dict[str, str] | None = None) -> str:
+            config_path = tmp_path / f"config-{next(numbers)}.toml"
+            config_path.write_text(config_toml)
+            settings = load_settings({"METERING_CONFIG": str(config_path), **(environ or {})})
+            server: AbstractContextManager[str] = serve_in_thread(create_app(settings))
+            return f"{stack.enter_context(server)}/v1"
+
+        yield start
+
+
+@pytest.fixture
+def proxy_to_fake(
+    fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory
+) -> tuple[FakeUpstream, str]:
+    """The proxy in front of the fake upstream, passthrough mode; yields the fake and proxy URL."""
+    fake, upstream_url = fake_upstream
+    return fake, start_proxy(single_upstream_config(upstream_url))
+
+
+def single_upstream_config(upstream_url: str) -> str:
+    return f'[[upstreams]]\nname = "fake"\nbase_url = "{upstream_url}"\n'
