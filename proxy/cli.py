@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,10 @@ def _serve(arguments: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"metering-proxy: {error}", file=sys.stderr)
         return 2
+    # uvicorn re-raises the signal that stopped it once it has shut down gracefully; a no-op
+    # handler makes that a clean exit 0 instead of death by SIGTERM.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda number, frame: None)
     uvicorn.run(
         "proxy.app:create_app_from_environment",
         factory=True,

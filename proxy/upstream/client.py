@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+import yarl
 
 from proxy.errors import ProxyError, UpstreamFailed, UpstreamTimeout, UpstreamUnreachable
 from proxy.settings import TimeoutConfig
@@ -115,7 +116,8 @@ class AiohttpUpstreamClient:
         try:
             response = await self._session.request(
                 request.method,
-                request.url,
+                # Already encoded as the client sent it: no re-quoting, no normalising.
+                yarl.URL(request.url, encoded=True),
                 headers=request.headers,
                 data=request.body,
                 allow_redirects=False,

@@ -32,6 +32,8 @@ UPSTREAM_HEADERS = [
     (b"x-ratelimit-limit-requests", b"10000"),
     (b"x-ratelimit-remaining-requests", b"9999"),
     (b"x-ratelimit-reset-requests", b"6ms"),
+    # Hop-by-hop: must not reach the proxy's client.
+    (b"keep-alive", b"timeout=5"),
 ]
 STREAM_CHUNKS = ("Hello", " from", " the", " fake", " upstream", ".")
 

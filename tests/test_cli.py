@@ -1,0 +1,88 @@
+"""`metering-proxy serve` as users run it: a real process serving real calls."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import single_upstream_config
+from tests.support.fake_upstream import FakeUpstream
+
+CLI = str(Path(sys.executable).with_name("metering-proxy"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def serving(*arguments: str, cwd: Path) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [CLI, "serve", "--port", str(port), *arguments],
+        cwd=cwd,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("METERING_", "OPENAI_"))},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the proxy did not become ready"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_forwards_calls(
+    fake_upstream: tuple[FakeUpstream, str], tmp_path: Path, workers: str
+) -> None:
+    fake, upstream_url = fake_upstream
+    config = tmp_path / "proxy.toml"
+    config.write_text(single_upstream_config(upstream_url))
+    with serving("--config", str(config), "--workers", workers, cwd=tmp_path) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-x", max_retries=0)
+        for _ in range(4):
+            completion = client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "Hi"}]
+            )
+            assert completion.id == "chatcmpl-fake"
+    assert len(fake.requests) == 4
+
+
+def test_serve_without_config_listens_on_the_given_port(tmp_path: Path) -> None:
+    with serving(cwd=tmp_path) as url:
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+
+
+def test_serve_refuses_a_bad_config_with_a_clear_message(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[[upstreams]]\nname = "a"\nbase_url = "ftp://x"\n')
+    result = subprocess.run(
+        [CLI, "serve", "--config", str(config)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert "base_url must start with http:// or https://" in result.stderr
