@@ -59,6 +59,8 @@ def _multipart_model(content_type: bytes, body: bytes) -> str | None:
             try:
                 return value.decode("utf-8")
             except UnicodeDecodeError:
-                raise InvalidRequest("The `model` form field is not UTF-8.", param="model") from None
+                raise InvalidRequest(
+                    "The `model` form field is not UTF-8.", param="model"
+                ) from None
         position = next_delimiter + 2 if next_delimiter >= 0 else -1
     return None

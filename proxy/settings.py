@@ -119,11 +119,15 @@ def _read_config_file(path: Path) -> ProxyConfig:
         raise ConfigError(f"config file {path} is invalid:\n{error}") from error
 
 
-def _resolve_upstreams(config: ProxyConfig, environ: Mapping[str, str]) -> tuple[ResolvedUpstream, ...]:
+def _resolve_upstreams(
+    config: ProxyConfig, environ: Mapping[str, str]
+) -> tuple[ResolvedUpstream, ...]:
     if not config.upstreams:
         # No upstream configured: forward to OpenAI, with OPENAI_API_KEY when it is set and the
         # client's own key when it is not.
-        default = UpstreamConfig(name="openai", base_url=OPENAI_BASE_URL, api_key_env="OPENAI_API_KEY")
+        default = UpstreamConfig(
+            name="openai", base_url=OPENAI_BASE_URL, api_key_env="OPENAI_API_KEY"
+        )
         key = environ.get("OPENAI_API_KEY")
         return (ResolvedUpstream(config=default, api_key=SecretStr(key) if key else None),)
     resolved = []
@@ -158,5 +162,6 @@ def _environment_values(environ: Mapping[str, str]) -> dict[str, str]:
     return {
         name[len(prefix) :].lower(): value
         for name, value in environ.items()
-        if name.startswith(prefix) and name[len(prefix) :].lower() in EnvironmentSettings.model_fields
+        if name.startswith(prefix)
+        and name[len(prefix) :].lower() in EnvironmentSettings.model_fields
     }

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import itertools
-
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path

@@ -18,4 +18,6 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     """Ready to forward calls: the upstream client has started."""
     ready: bool = getattr(request.app.state, "ready", False)
-    return JSONResponse({"status": "ready" if ready else "starting"}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "starting"}, status_code=200 if ready else 503
+    )

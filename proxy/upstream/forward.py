@@ -12,7 +12,9 @@ from proxy.upstream.headers import headers_for_client
 logger = logging.getLogger(__name__)
 
 
-async def relay(client: UpstreamClient, request: UpstreamRequest, send: Send, request_id: bytes) -> None:
+async def relay(
+    client: UpstreamClient, request: UpstreamRequest, send: Send, request_id: bytes
+) -> None:
     """Send `request` upstream and stream its answer back unbuffered.
 
     A `ProxyError` before the answer starts propagates, for the caller to answer with. Once the

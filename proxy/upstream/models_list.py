@@ -55,7 +55,9 @@ def _served_models(router: Router, upstream: Upstream, body: bytes) -> list[dict
     try:
         listed = orjson.loads(body)["data"]
     except (orjson.JSONDecodeError, KeyError, TypeError) as error:
-        raise UpstreamFailed(f"The upstream {upstream.name!r} sent an unreadable model list.") from error
+        raise UpstreamFailed(
+            f"The upstream {upstream.name!r} sent an unreadable model list."
+        ) from error
     return [
         entry
         for entry in listed

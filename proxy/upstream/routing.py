@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -52,7 +52,7 @@ class Upstream:
         model: str | None,
         client_headers: RawHeaders,
         client_credential: str | None,
-        body: bytes,
+        body: bytes | AsyncIterable[bytes],
     ) -> UpstreamRequest:
         """The call to send upstream for the client's `/v1/{path}` call."""
         headers = headers_for_upstream(client_headers)

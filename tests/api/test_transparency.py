@@ -1,4 +1,4 @@
-"""A client cannot tell the proxy is there: status, headers and bytes arrive as the upstream sent."""
+"""A client cannot tell the proxy is there: status, headers and bytes arrive as sent upstream."""
 
 from __future__ import annotations
 
@@ -179,6 +179,7 @@ def test_upstream_timeout_is_a_504_in_openai_shape(
     response = httpx.post(f"{proxy_url}/chat/completions", json={**CHAT, "model": "slow-headers"})
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
+    assert len(fake.requests) == 1
     assert response.headers["x-metering-request-id"]
 
 

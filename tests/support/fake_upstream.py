@@ -233,7 +233,9 @@ class FakeUpstream:
                 "object": "text_completion",
                 "created": 1_700_000_000,
                 "model": model,
-                "choices": [{"text": " world", "index": 0, "logprobs": None, "finish_reason": "stop"}],
+                "choices": [
+                    {"text": " world", "index": 0, "logprobs": None, "finish_reason": "stop"}
+                ],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             },
         )
@@ -319,7 +321,11 @@ def _chat_completion(model: str) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "".join(STREAM_CHUNKS), "refusal": None},
+                "message": {
+                    "role": "assistant",
+                    "content": "".join(STREAM_CHUNKS),
+                    "refusal": None,
+                },
                 "logprobs": None,
                 "finish_reason": "stop",
             }
@@ -377,7 +383,9 @@ def _response_object(model: str) -> dict[str, Any]:
     }
 
 
-async def _start(send: Send, status: int, content_type: bytes, extra: list[Any] | None = None) -> None:
+async def _start(
+    send: Send, status: int, content_type: bytes, extra: list[Any] | None = None
+) -> None:
     headers = [(b"content-type", content_type), *UPSTREAM_HEADERS, *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
 

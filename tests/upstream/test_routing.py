@@ -52,7 +52,9 @@ def client(proxy_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=proxy_url, api_key="sk-client", max_retries=0)
 
 
-def test_calls_route_by_model_pattern(two_upstreams: tuple[FakeUpstream, FakeUpstream, str]) -> None:
+def test_calls_route_by_model_pattern(
+    two_upstreams: tuple[FakeUpstream, FakeUpstream, str],
+) -> None:
     vendor, llama, proxy_url = two_upstreams
     client(proxy_url).chat.completions.create(model="llama-3.1-8b-instruct", messages=HI)
     client(proxy_url).embeddings.create(model="text-embedding-3-small", input="x")
@@ -60,7 +62,9 @@ def test_calls_route_by_model_pattern(two_upstreams: tuple[FakeUpstream, FakeUps
     assert [r.path for r in vendor.requests] == ["/v1/embeddings"]
 
 
-def test_the_first_matching_upstream_wins(two_upstreams: tuple[FakeUpstream, FakeUpstream, str]) -> None:
+def test_the_first_matching_upstream_wins(
+    two_upstreams: tuple[FakeUpstream, FakeUpstream, str],
+) -> None:
     vendor, llama, proxy_url = two_upstreams
     client(proxy_url).chat.completions.create(model="gpt-4o", messages=HI)
     assert len(vendor.requests) == 1 and llama.requests == []
@@ -75,7 +79,7 @@ def test_multipart_calls_route_by_their_model_field(
             model="whisper-1", file=("a.mp3", b"ID3", "audio/mpeg")
         )
     client(proxy_url).images.edit(model="dall-e-2", image=("a.png", b"\x89PNG"), prompt="hat")
-    assert [r.path for r in vendor.requests] == ["/v1/images/edits"]
+    assert [r.path for r in vendor.requests] == ["/v1/images/edits"] and llama.requests == []
 
 
 def test_a_model_no_upstream_serves_is_a_404_naming_it(
@@ -133,6 +137,7 @@ def test_retrieving_a_model_goes_to_the_upstream_serving_it(
     vendor, llama, proxy_url = two_upstreams
     httpx.get(f"{proxy_url}/models/llama-3.1-8b-instruct")
     assert [r.path for r in llama.requests] == ["/v1/models/llama-3.1-8b-instruct"]
+    assert vendor.requests == []
 
 
 def test_other_paths_go_to_the_default_upstream(
@@ -191,7 +196,9 @@ def test_azure_deployment_defaults_to_the_model_name(
 ) -> None:
     fake, upstream_url = fake_upstream
     azure_base = upstream_url.removesuffix("/v1") + "/openai"
-    proxy_url = start_proxy(f'[[upstreams]]\nname = "az"\nkind = "azure"\nbase_url = "{azure_base}"\n')
+    proxy_url = start_proxy(
+        f'[[upstreams]]\nname = "az"\nkind = "azure"\nbase_url = "{azure_base}"\n'
+    )
     client(proxy_url).embeddings.create(model="text-embedding-3-small", input="x")
     assert fake.last.path == "/openai/deployments/text-embedding-3-small/embeddings"
     # Passthrough: the key the client gave as a bearer token goes to Azure as its api-key.
@@ -203,7 +210,9 @@ def test_azure_responses_are_not_deployment_scoped(
 ) -> None:
     fake, upstream_url = fake_upstream
     azure_base = upstream_url.removesuffix("/v1") + "/openai"
-    proxy_url = start_proxy(f'[[upstreams]]\nname = "az"\nkind = "azure"\nbase_url = "{azure_base}"\n')
+    proxy_url = start_proxy(
+        f'[[upstreams]]\nname = "az"\nkind = "azure"\nbase_url = "{azure_base}"\n'
+    )
     client(proxy_url).responses.create(model="gpt-4o", input="Hi")
     assert fake.last.path == "/openai/responses"
     assert fake.last.query == "api-version=2024-10-21"

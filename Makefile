@@ -1,0 +1,43 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+ARGS ?=
+
+.PHONY: run test lint lock clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Stamp files: reinstall only when the dependencies change.
+$(VENV)/.installed-runtime: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-runtime
+	$(PIP_INSTALL) -e '.[dev]'
+	touch $@
+
+## Serve the proxy on 127.0.0.1:8080 (SQLite, no other service). Flags: make run ARGS="--config proxy.toml"
+run: $(VENV)/.installed-runtime
+	$(BIN)/metering-proxy serve $(ARGS)
+
+## Run the whole test suite.
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(ARGS)
+
+## Lint, format check and strict type check.
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check proxy tests
+	$(BIN)/ruff format --check proxy tests
+	$(BIN)/mypy
+
+## Re-resolve constraints.txt (the lock) from pyproject.toml's ranges.
+lock: $(BIN)/python
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --extra dev --strip-extras --no-header --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links -o constraints.txt pyproject.toml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
