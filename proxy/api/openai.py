@@ -23,13 +23,13 @@ from proxy.asgi import (
     header_value,
     send_error,
 )
+from proxy.callers import Caller, identify_caller
 from proxy.endpoints import Endpoint, model_routed_endpoint
 from proxy.errors import ModelNotServed, ProxyError
 from proxy.ids import new_request_id
 from proxy.request_fields import read_request_fields
 from proxy.upstream.client import UpstreamClient, UpstreamRequest
 from proxy.upstream.forward import relay
-from proxy.upstream.headers import client_credential
 from proxy.upstream.models_list import list_models_of_all_upstreams
 from proxy.upstream.routing import Router, Upstream
 
@@ -57,11 +57,12 @@ class OpenAIRoute:
         request_id = new_request_id().encode()
         id_header = [(b"x-metering-request-id", request_id)]
         channel = ClientChannel(receive)
+        caller = identify_caller(scope["headers"])
         try:
             if self._lists_all_models(scope):
-                await self._send_model_list(scope, send, id_header)
+                await self._send_model_list(scope, caller, send, id_header)
                 return
-            upstream_request = await self._upstream_request(scope, channel)
+            upstream_request = await self._upstream_request(scope, caller, channel)
             await self._relay_until_disconnect(upstream_request, channel, send, request_id)
         except ProxyError as error:
             await send_error(send, error, id_header)
@@ -75,10 +76,11 @@ class OpenAIRoute:
             and scope["raw_path"].rstrip(b"/") == b"/v1/models"
         )
 
-    async def _send_model_list(self, scope: Scope, send: Send, id_header: RawHeaders) -> None:
-        headers: RawHeaders = scope["headers"]
+    async def _send_model_list(
+        self, scope: Scope, caller: Caller, send: Send, id_header: RawHeaders
+    ) -> None:
         answer = await list_models_of_all_upstreams(
-            self._router, self._client, headers, client_credential(headers)
+            self._router, self._client, scope["headers"], caller.passthrough_credential
         )
         await send(
             {
@@ -89,7 +91,9 @@ class OpenAIRoute:
         )
         await send({"type": "http.response.body", "body": answer.body, "more_body": False})
 
-    async def _upstream_request(self, scope: Scope, channel: ClientChannel) -> UpstreamRequest:
+    async def _upstream_request(
+        self, scope: Scope, caller: Caller, channel: ClientChannel
+    ) -> UpstreamRequest:
         method: str = scope["method"]
         headers: RawHeaders = scope["headers"]
         # The raw path keeps the client's percent-encoding, which the upstream must see unchanged.
@@ -111,7 +115,7 @@ class OpenAIRoute:
             endpoint=target.endpoint,
             model=target.model,
             client_headers=headers,
-            client_credential=client_credential(headers),
+            client_credential=caller.passthrough_credential,
             body=body,
         )
 

@@ -9,7 +9,7 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import ProxyFactory
+from tests.conftest import ProxyFactory, single_upstream_config
 from tests.support.fake_upstream import STREAM_CHUNKS, FakeUpstream
 
 ProxyToFake = tuple[FakeUpstream, str]
@@ -89,6 +89,29 @@ def test_no_accept_encoding_is_added_for_the_client(proxy_to_fake: ProxyToFake) 
     assert answer.startswith(b"HTTP/1.1 200")
     assert "accept-encoding" not in fake.last.headers
     assert "user-agent" not in fake.last.headers
+
+
+def test_compressed_answers_arrive_in_the_upstream_encoding(
+    proxy_to_fake: ProxyToFake, fake_upstream: tuple[FakeUpstream, str]
+) -> None:
+    _, proxy_url = proxy_to_fake
+    _, upstream_url = fake_upstream
+    headers = {"Accept-Encoding": "gzip", "X-Fake-Gzip": "1"}
+    with httpx.stream("POST", f"{upstream_url}/chat/completions", json=CHAT, headers=headers) as r:
+        direct = b"".join(r.iter_raw())
+    with httpx.stream("POST", f"{proxy_url}/chat/completions", json=CHAT, headers=headers) as r:
+        proxied = b"".join(r.iter_raw())
+        assert r.headers["content-encoding"] == "gzip"
+        assert r.headers["content-length"] == str(len(direct))
+    assert proxied == direct
+    assert httpx.post(f"{proxy_url}/chat/completions", json=CHAT, headers=headers).json()["id"]
+
+
+def test_calls_reuse_one_kept_alive_upstream_connection(proxy_to_fake: ProxyToFake) -> None:
+    fake, proxy_url = proxy_to_fake
+    for _ in range(5):
+        httpx.post(f"{proxy_url}/chat/completions", json=CHAT)
+    assert len({call.client_port for call in fake.requests}) == 1
 
 
 def test_client_accept_encoding_goes_upstream(proxy_to_fake: ProxyToFake) -> None:
@@ -173,9 +196,7 @@ def test_upstream_timeout_is_a_504_in_openai_shape(
     fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory
 ) -> None:
     fake, upstream_url = fake_upstream
-    proxy_url = start_proxy(
-        f'[timeouts]\nread = 0.2\n[[upstreams]]\nname = "slow"\nbase_url = "{upstream_url}"\n'
-    )
+    proxy_url = start_proxy("[timeouts]\nread = 0.2\n" + single_upstream_config(upstream_url))
     response = httpx.post(f"{proxy_url}/chat/completions", json={**CHAT, "model": "slow-headers"})
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
@@ -183,13 +204,22 @@ def test_upstream_timeout_is_a_504_in_openai_shape(
     assert response.headers["x-metering-request-id"]
 
 
+def test_total_timeout_bounds_the_whole_call(
+    fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory
+) -> None:
+    _, upstream_url = fake_upstream
+    proxy_url = start_proxy(
+        "[timeouts]\nread = 30\ntotal = 0.2\n" + single_upstream_config(upstream_url)
+    )
+    response = httpx.post(f"{proxy_url}/chat/completions", json={**CHAT, "model": "slow-headers"})
+    assert response.status_code == 504
+
+
 def test_body_over_the_limit_is_a_413_before_the_upstream_is_called(
     fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory
 ) -> None:
     fake, upstream_url = fake_upstream
-    proxy_url = start_proxy(
-        f'max_body_bytes = 1000\n[[upstreams]]\nname = "fake"\nbase_url = "{upstream_url}"\n'
-    )
+    proxy_url = start_proxy("max_body_bytes = 1000\n" + single_upstream_config(upstream_url))
     client = openai.OpenAI(base_url=proxy_url, api_key="sk-x", max_retries=0)
     with pytest.raises(openai.APIStatusError) as raised:
         client.chat.completions.create(
@@ -204,9 +234,7 @@ def test_chunked_body_over_the_limit_is_a_413(
     fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory
 ) -> None:
     fake, upstream_url = fake_upstream
-    proxy_url = start_proxy(
-        f'max_body_bytes = 1000\n[[upstreams]]\nname = "fake"\nbase_url = "{upstream_url}"\n'
-    )
+    proxy_url = start_proxy("max_body_bytes = 1000\n" + single_upstream_config(upstream_url))
     chunks = iter([b'{"model": "gpt-4o", "input": "', b"x" * 2000, b'"}'])
     response = httpx.post(f"{proxy_url}/embeddings", content=chunks)
     assert response.status_code == 413

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import struct
 import threading
 import time
@@ -45,6 +46,7 @@ class RecordedRequest:
     query: str
     headers: dict[str, str]
     body: bytes
+    client_port: int
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -82,6 +84,7 @@ class FakeUpstream:
             query=scope["query_string"].decode(),
             headers={k.decode().lower(): v.decode() for k, v in scope["headers"]},
             body=bytes(body),
+            client_port=scope["client"][1],
         )
         self.requests.append(request)
         await self._answer(request, receive, send)
@@ -120,6 +123,8 @@ class FakeUpstream:
     ) -> None:
         body = request.json()
         if not body.get("stream"):
+            if request.headers.get("x-fake-gzip"):
+                return await _gzipped_json(send, _chat_completion(model))
             return await _json(send, 200, _chat_completion(model))
         await _start(send, 200, b"text/event-stream; charset=utf-8")
         include_usage = (body.get("stream_options") or {}).get("include_usage", False)
@@ -408,4 +413,11 @@ async def _json(
         b"application/json",
         [(b"content-length", str(len(body)).encode()), *(extra or [])],
     )
+    await _raw(send, body, more=False)
+
+
+async def _gzipped_json(send: Send, payload: dict[str, Any]) -> None:
+    body = gzip.compress(orjson.dumps(payload))
+    extra = [(b"content-encoding", b"gzip"), (b"content-length", str(len(body)).encode())]
+    await _start(send, 200, b"application/json", extra)
     await _raw(send, body, more=False)
