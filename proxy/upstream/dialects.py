@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote
 
@@ -9,16 +10,19 @@ from proxy.endpoints import Endpoint
 from proxy.settings import UpstreamConfig, UpstreamKind
 
 
+@dataclass(frozen=True, slots=True)
+class CallAddress:
+    """What the client called: `/v1/{path}?{query}`, both still URL-encoded."""
+
+    path: str
+    query: str
+    endpoint: Endpoint | None
+    model: str | None
+
+
 class Dialect(Protocol):
-    def url(
-        self,
-        config: UpstreamConfig,
-        path: str,
-        query: str,
-        endpoint: Endpoint | None,
-        model: str | None,
-    ) -> str:
-        """The upstream URL for `/v1/{path}?{query}`; `path` and `query` are still URL-encoded."""
+    def url(self, config: UpstreamConfig, call: CallAddress) -> str:
+        """The upstream URL for the client's call."""
         ...
 
     def auth_headers(self, credential: str) -> list[tuple[str, str]]: ...
@@ -31,15 +35,8 @@ def _join(base: str, path: str, query: str) -> str:
 class OpenAIDialect:
     """OpenAI itself and every server that speaks its API (vLLM, llama.cpp server, Ollama)."""
 
-    def url(
-        self,
-        config: UpstreamConfig,
-        path: str,
-        query: str,
-        endpoint: Endpoint | None,
-        model: str | None,
-    ) -> str:
-        return _join(config.base_url, path, query)
+    def url(self, config: UpstreamConfig, call: CallAddress) -> str:
+        return _join(config.base_url, call.path, call.query)
 
     def auth_headers(self, credential: str) -> list[tuple[str, str]]:
         return [("Authorization", f"Bearer {credential}")]
@@ -48,14 +45,8 @@ class OpenAIDialect:
 class AzureDialect:
     """Azure OpenAI: `base_url` is `https://RESOURCE.openai.azure.com/openai`."""
 
-    def url(
-        self,
-        config: UpstreamConfig,
-        path: str,
-        query: str,
-        endpoint: Endpoint | None,
-        model: str | None,
-    ) -> str:
+    def url(self, config: UpstreamConfig, call: CallAddress) -> str:
+        path, query, endpoint, model = call.path, call.query, call.endpoint, call.model
         if "api-version=" not in query:
             version = f"api-version={quote(config.api_version, safe='')}"
             query = f"{query}&{version}" if query else version

@@ -11,7 +11,7 @@ from functools import lru_cache
 from proxy.endpoints import Endpoint
 from proxy.settings import ResolvedUpstream, Settings, UpstreamConfig
 from proxy.upstream.client import UpstreamRequest
-from proxy.upstream.dialects import DIALECTS, Dialect
+from proxy.upstream.dialects import DIALECTS, CallAddress, Dialect
 from proxy.upstream.headers import headers_for_upstream
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -62,7 +62,7 @@ class Upstream:
         return UpstreamRequest(
             upstream=self.name,
             method=method,
-            url=self.dialect.url(self.config, path, query, endpoint, model),
+            url=self.dialect.url(self.config, CallAddress(path, query, endpoint, model)),
             headers=headers,
             body=body,
         )

@@ -191,14 +191,23 @@ deployments = {{ "gpt-4o" = "prod-gpt4o" }}
     assert "authorization" not in call.headers
 
 
-def test_azure_deployment_defaults_to_the_model_name(
+@pytest.fixture
+def azure_passthrough(
     fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory
-) -> None:
+) -> tuple[FakeUpstream, str]:
+    """An `azure` upstream with no key of its own and default deployments."""
     fake, upstream_url = fake_upstream
     azure_base = upstream_url.removesuffix("/v1") + "/openai"
     proxy_url = start_proxy(
         f'[[upstreams]]\nname = "az"\nkind = "azure"\nbase_url = "{azure_base}"\n'
     )
+    return fake, proxy_url
+
+
+def test_azure_deployment_defaults_to_the_model_name(
+    azure_passthrough: tuple[FakeUpstream, str],
+) -> None:
+    fake, proxy_url = azure_passthrough
     client(proxy_url).embeddings.create(model="text-embedding-3-small", input="x")
     assert fake.last.path == "/openai/deployments/text-embedding-3-small/embeddings"
     # Passthrough: the key the client gave as a bearer token goes to Azure as its api-key.
@@ -206,13 +215,9 @@ def test_azure_deployment_defaults_to_the_model_name(
 
 
 def test_azure_responses_are_not_deployment_scoped(
-    fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory
+    azure_passthrough: tuple[FakeUpstream, str],
 ) -> None:
-    fake, upstream_url = fake_upstream
-    azure_base = upstream_url.removesuffix("/v1") + "/openai"
-    proxy_url = start_proxy(
-        f'[[upstreams]]\nname = "az"\nkind = "azure"\nbase_url = "{azure_base}"\n'
-    )
+    fake, proxy_url = azure_passthrough
     client(proxy_url).responses.create(model="gpt-4o", input="Hi")
     assert fake.last.path == "/openai/responses"
     assert fake.last.query == "api-version=2024-10-21"
