@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -28,7 +27,7 @@ from proxy.endpoints import Endpoint, model_routed_endpoint
 from proxy.errors import ModelNotServed, ProxyError
 from proxy.ids import new_request_id
 from proxy.request_fields import read_request_fields
-from proxy.upstream.client import UpstreamClient, UpstreamRequest
+from proxy.upstream.client import StreamedBody, UpstreamClient, UpstreamRequest
 from proxy.upstream.forward import relay
 from proxy.upstream.models_list import list_models_of_all_upstreams
 from proxy.upstream.routing import Router, Upstream
@@ -99,14 +98,13 @@ class OpenAIRoute:
         # The raw path keeps the client's percent-encoding, which the upstream must see unchanged.
         path = scope["raw_path"][_PREFIX_LENGTH:].decode("latin-1")
         endpoint = model_routed_endpoint(method, path)
-        body: bytes | AsyncIterable[bytes]
+        body: bytes | StreamedBody
         if endpoint is not None:
             body = await channel.read_body(self._max_body_bytes, content_length(headers))
             fields = read_request_fields(endpoint, header_value(headers, b"content-type"), body)
             target = self._target(endpoint, fields.model)
         else:
-            # Files, batches, uploads...: stream the body through, whatever its size.
-            body = channel.stream_body()
+            body = await self._pass_through_body(channel, headers)
             target = self._target(None, _model_in_path(method, path))
         return target.upstream.request(
             method=method,
@@ -118,6 +116,16 @@ class OpenAIRoute:
             client_credential=caller.passthrough_credential,
             body=body,
         )
+
+    async def _pass_through_body(
+        self, channel: ClientChannel, headers: RawHeaders
+    ) -> bytes | StreamedBody:
+        """Small bodies are read whole; large or unsized ones (file uploads) stream through."""
+        declared = content_length(headers)
+        unsized = declared is None and header_value(headers, b"transfer-encoding") != b""
+        if unsized or (declared is not None and declared > self._max_body_bytes):
+            return StreamedBody(channel.stream_body(), declared)
+        return await channel.read_body(self._max_body_bytes, declared)
 
     def _target(self, endpoint: Endpoint | None, model: str | None) -> _Target:
         if model is None:

@@ -23,12 +23,20 @@ RawHeaders = list[tuple[bytes, bytes]]
 
 
 @dataclass(frozen=True, slots=True)
+class StreamedBody:
+    """A request body passed on as it arrives; `length` when the client declared one."""
+
+    chunks: AsyncIterable[bytes]
+    length: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamRequest:
     upstream: str
     method: str
     url: str
     headers: list[tuple[str, str]]
-    body: bytes | AsyncIterable[bytes]
+    body: bytes | StreamedBody
 
 
 class UpstreamResponse(Protocol):
@@ -113,13 +121,22 @@ class AiohttpUpstreamClient:
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         assert self._session is not None, "start() the client first"
+        headers = request.headers
+        data: bytes | AsyncIterable[bytes]
+        if isinstance(request.body, StreamedBody):
+            if request.body.length is not None:
+                # A declared length goes on as it is: the upstream gets no chunked encoding.
+                headers = [*headers, ("Content-Length", str(request.body.length))]
+            data = request.body.chunks
+        else:
+            data = request.body
         try:
             response = await self._session.request(
                 request.method,
                 # Already encoded as the client sent it: no re-quoting, no normalising.
                 yarl.URL(request.url, encoded=True),
-                headers=request.headers,
-                data=request.body,
+                headers=headers,
+                data=data,
                 allow_redirects=False,
                 compress=None,
             )

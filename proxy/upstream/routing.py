@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 from proxy.endpoints import Endpoint
 from proxy.settings import ResolvedUpstream, Settings, UpstreamConfig
-from proxy.upstream.client import UpstreamRequest
+from proxy.upstream.client import StreamedBody, UpstreamRequest
 from proxy.upstream.dialects import DIALECTS, CallAddress, Dialect
 from proxy.upstream.headers import headers_for_upstream
 
@@ -52,7 +52,7 @@ class Upstream:
         model: str | None,
         client_headers: RawHeaders,
         client_credential: str | None,
-        body: bytes | AsyncIterable[bytes],
+        body: bytes | StreamedBody,
     ) -> UpstreamRequest:
         """The call to send upstream for the client's `/v1/{path}` call."""
         headers = headers_for_upstream(client_headers)

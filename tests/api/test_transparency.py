@@ -258,3 +258,34 @@ def test_path_encoding_and_query_reach_the_upstream_unchanged(proxy_to_fake: Pro
     httpx.get(f"{proxy_url}/files?purpose=batch&limit=2&after=file%2Fx")
     assert fake.last.path == "/v1/files"
     assert fake.last.query == "purpose=batch&limit=2&after=file%2Fx"
+
+
+def test_a_bodiless_call_goes_upstream_without_a_body(proxy_to_fake: ProxyToFake) -> None:
+    fake, proxy_url = proxy_to_fake
+    httpx.get(f"{proxy_url}/files")
+    assert "transfer-encoding" not in fake.last.headers
+    assert fake.last.headers.get("content-length", "0") == "0"
+
+
+def test_an_upload_over_the_body_limit_streams_through_with_its_length(
+    fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory
+) -> None:
+    fake, upstream_url = fake_upstream
+    proxy_url = start_proxy("max_body_bytes = 1000\n" + single_upstream_config(upstream_url))
+    content = b'{"custom_id": "request-1"}\n' * 5000
+    client = openai.OpenAI(base_url=proxy_url, api_key="sk-x", max_retries=0)
+    client.files.create(file=("batch.jsonl", content), purpose="batch")
+    assert content in fake.last.body
+    assert fake.last.headers["content-length"] == str(len(fake.last.body))
+    assert "transfer-encoding" not in fake.last.headers
+
+
+def test_a_chunked_upload_streams_through_chunked(
+    fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory
+) -> None:
+    fake, upstream_url = fake_upstream
+    proxy_url = start_proxy("max_body_bytes = 1000\n" + single_upstream_config(upstream_url))
+    parts = [b"part-%d;" % index * 100 for index in range(20)]
+    httpx.post(f"{proxy_url}/files", content=iter(parts))
+    assert fake.last.body == b"".join(parts)
+    assert fake.last.headers["transfer-encoding"] == "chunked"
