@@ -289,3 +289,19 @@ def test_a_chunked_upload_streams_through_chunked(
     httpx.post(f"{proxy_url}/files", content=iter(parts))
     assert fake.last.body == b"".join(parts)
     assert fake.last.headers["transfer-encoding"] == "chunked"
+
+
+def test_upstream_failing_mid_stream_cuts_the_client_stream_and_the_proxy_carries_on(
+    proxy_to_fake: ProxyToFake,
+) -> None:
+    _, proxy_url = proxy_to_fake
+    request = {**STREAMED_CHAT, "model": "broken-stream"}
+    received = []
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("POST", f"{proxy_url}/chat/completions", json=request) as response,
+    ):
+        assert response.status_code == 200
+        received.extend(response.iter_lines())
+    assert STREAM_CHUNKS[0] in received[0]
+    assert httpx.post(f"{proxy_url}/chat/completions", json=CHAT).status_code == 200

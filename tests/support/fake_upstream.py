@@ -4,7 +4,8 @@ Behaviour is chosen by the request's `model`, so a test needs no extra wiring:
 - `rate-limited`: 429 with `retry-after` and OpenAI's error body;
 - `bad-request`: 400 with an error message;
 - `held-stream`: streams one chunk, then holds the rest until `release()` (and notices a hang-up);
-- `slow-headers`: waits `slow_seconds` before answering at all.
+- `slow-headers`: waits `slow_seconds` before answering at all;
+- `broken-stream`: streams one chunk, then drops the connection mid-answer.
 Every request is recorded, with its path, query, headers and body.
 """
 
@@ -132,6 +133,8 @@ class FakeUpstream:
             await _event(send, _chat_chunk(model, {"content": text}, None, include_usage))
             if index == 0:
                 self.first_chunk_sent.set()
+                if model == "broken-stream":
+                    raise ConnectionAbortedError("the fake upstream drops the connection")
                 if model == "held-stream" and not await self._hold(receive):
                     return
         await _event(send, _chat_chunk(model, {}, "stop", include_usage))
