@@ -50,6 +50,20 @@ class UpstreamConfig(_Strict):
         return value.rstrip("/")
 
 
+class PriceOverride(_Strict):
+    """A `[prices."MODEL"]` entry: token prices in USD per million tokens, the rest per unit."""
+
+    input: Decimal | None = None
+    cached_input: Decimal | None = None
+    output: Decimal | None = None
+    reasoning: Decimal | None = None  # defaults to `output`: reasoning tokens are output tokens
+    audio_input: Decimal | None = None
+    audio_output: Decimal | None = None
+    per_image: Decimal | None = None
+    per_second: Decimal | None = None  # transcription and translation audio
+    per_million_characters: Decimal | None = None  # text-to-speech input
+
+
 class TimeoutConfig(_Strict):
     """Seconds; `read` is the longest silence allowed between two bytes of the upstream's answer."""
 
@@ -66,6 +80,7 @@ class ProxyConfig(_Strict):
     timeouts: TimeoutConfig = TimeoutConfig()
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     max_connections_per_upstream: int = Field(default=1000, gt=0)
+    prices: dict[str, PriceOverride] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _names(self) -> ProxyConfig:
