@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from proxy.api import ops
 from proxy.api.openai import OpenAIRoute
 from proxy.asgi import ASGIApp, Receive, Scope, Send
+from proxy.metering import tokens
+from proxy.metering.settle import Settler
+from proxy.metering.traces import TraceTracker
+from proxy.metrics import Metrics, MetricsSink
+from proxy.pricing.catalog import PriceCatalog
 from proxy.settings import Settings, load_settings
+from proxy.sinks import Publisher, Sink
 from proxy.upstream.client import AiohttpUpstreamClient
 from proxy.upstream.routing import Router
+
+_LONGEST_TRACE_SWEEP_SECONDS = 5.0
 
 
 class ProxyApp:
@@ -31,25 +42,52 @@ class ProxyApp:
         await self._rest(scope, receive, send)
 
 
-def create_app(settings: Settings) -> ProxyApp:
-    """Wire upstreams, the shared client and the routes; the lifespan owns the client."""
+async def _finish_idle_traces(traces: TraceTracker, idle_seconds: float) -> None:
+    interval = min(_LONGEST_TRACE_SWEEP_SECONDS, idle_seconds / 2)
+    while True:
+        await asyncio.sleep(interval)
+        traces.finish_idle()
+
+
+def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp:
+    """Wire upstreams, metering, sinks and routes; the lifespan owns the client and tasks."""
     client = AiohttpUpstreamClient(
         settings.proxy.timeouts, settings.proxy.max_connections_per_upstream
     )
+    metrics = Metrics(CollectorRegistry())
+    traces = TraceTracker(settings.proxy.trace_idle_seconds, on_finished=metrics.observe_trace)
+    publisher = Publisher([MetricsSink(metrics), traces, *extra_sinks], metrics.sink_errors)
+    settler = Settler(PriceCatalog(settings.proxy.prices), publisher)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # tiktoken's encodings load once, here, not on the first call that needs them.
+        await asyncio.to_thread(tokens.warm_up)
         await client.start()
+        sweeper = asyncio.create_task(
+            _finish_idle_traces(traces, settings.proxy.trace_idle_seconds)
+        )
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            traces.finish_idle(now=float("inf"))
             await client.aclose()
 
     rest = FastAPI(title="llm-metering-proxy", lifespan=lifespan)
+    rest.state.metrics = metrics
     rest.include_router(ops.router)
-    route = OpenAIRoute(Router.from_settings(settings), client, settings.proxy.max_body_bytes)
+    route = OpenAIRoute(
+        Router.from_settings(settings),
+        client,
+        settings.proxy.max_body_bytes,
+        traces,
+        settler,
+    )
     return ProxyApp(route, rest)
 
 

@@ -47,3 +47,31 @@ def model_routed_endpoint(method: str, path: str) -> Endpoint | None:
     if method != "POST":
         return None
     return MODEL_ROUTED_ENDPOINTS.get(path)
+
+
+# Families of the paths forwarded as-is, named in records and metrics (a bounded set).
+_PASS_THROUGH_FAMILIES = frozenset(
+    {
+        "assistants",
+        "batches",
+        "chatkit",
+        "containers",
+        "conversations",
+        "evals",
+        "files",
+        "fine_tuning",
+        "models",
+        "realtime",
+        "threads",
+        "uploads",
+        "vector_stores",
+    }
+)
+
+
+def family_of(endpoint: Endpoint | None, path: str) -> str:
+    """The endpoint family of a call: a metered family, a known API area, or `other`."""
+    if endpoint is not None:
+        return endpoint.family
+    area = path.split("/", 1)[0]
+    return area if area in _PASS_THROUGH_FAMILIES else "other"

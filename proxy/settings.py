@@ -81,6 +81,8 @@ class ProxyConfig(_Strict):
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     max_connections_per_upstream: int = Field(default=1000, gt=0)
     prices: dict[str, PriceOverride] = Field(default_factory=dict)
+    # An agent trace is finished once no call joined it for this long.
+    trace_idle_seconds: float = Field(default=300.0, gt=0)
 
     @model_validator(mode="after")
     def _names(self) -> ProxyConfig:

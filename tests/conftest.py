@@ -10,6 +10,7 @@ import pytest
 from proxy.app import create_app
 from proxy.settings import load_settings
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.records import RecordCollector
 from tests.support.servers import serve_in_thread
 
 
@@ -26,7 +27,13 @@ ProxyFactory = Callable[..., str]
 
 
 @pytest.fixture
-def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
+def records() -> RecordCollector:
+    """Every record the proxies of a test settle."""
+    return RecordCollector()
+
+
+@pytest.fixture
+def start_proxy(tmp_path: Path, records: RecordCollector) -> Iterator[ProxyFactory]:
     """Start the proxy on a real uvicorn with a TOML config; returns its base URL (with `/v1`)."""
     with ExitStack() as stack:
         numbers = itertools.count()
@@ -35,7 +42,8 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
             config_path = tmp_path / f"config-{next(numbers)}.toml"
             config_path.write_text(config_toml)
             settings = load_settings({"METERING_CONFIG": str(config_path), **(environ or {})})
-            server: AbstractContextManager[str] = serve_in_thread(create_app(settings))
+            app = create_app(settings, extra_sinks=[records])
+            server: AbstractContextManager[str] = serve_in_thread(app)
             return f"{stack.enter_context(server)}/v1"
 
         yield start

@@ -59,3 +59,12 @@ def test_multipart_filename_model_is_not_the_model_field() -> None:
 def test_multipart_without_boundary_is_refused() -> None:
     with pytest.raises(InvalidRequest, match="boundary"):
         read_request_fields(EDIT, b"multipart/form-data", b"")
+
+
+def test_multipart_text_fields_are_read_and_files_are_not() -> None:
+    body = form(
+        (b'Content-Disposition: form-data; name="image"; filename="a.png"', b"\x89PNG"),
+        (b'Content-Disposition: form-data; name="n"', b"2"),
+        (b'Content-Disposition: form-data; name="size"', b"512x512"),
+    )
+    assert read_request_fields(EDIT, MULTIPART, body).document == {"n": "2", "size": "512x512"}

@@ -1,14 +1,14 @@
 """The `/v1/*` route: a raw ASGI app, so the hot path carries no framework layer it does not need.
 
-It reads what routing needs, picks the upstream, and hands the call to `relay`; when the client
-hangs up at any point after its body arrived, the call is cancelled, and so is the upstream's.
+It reads what routing and metering need, picks the upstream, relays the answer through a tap,
+and settles exactly one usage record per call, whatever happens. When the client hangs up at any
+point after its body arrived, the call is cancelled, and so is the upstream's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from dataclasses import dataclass
+import time
 from urllib.parse import unquote
 
 from proxy.asgi import (
@@ -22,51 +22,60 @@ from proxy.asgi import (
     header_value,
     send_error,
 )
-from proxy.callers import Caller, identify_caller
-from proxy.endpoints import Endpoint, model_routed_endpoint
+from proxy.callers import identify_caller
+from proxy.endpoints import family_of, model_routed_endpoint
 from proxy.errors import ModelNotServed, ProxyError
-from proxy.ids import new_request_id
-from proxy.request_fields import read_request_fields
+from proxy.metering.attribution import attribute
+from proxy.metering.exchange import Exchange
+from proxy.metering.request_changes import body_asking_for_stream_usage, readable_accept_encoding
+from proxy.metering.settle import Settler
+from proxy.metering.tap import ResponseTap
+from proxy.metering.traces import TraceTracker
+from proxy.request_fields import RequestFields, read_request_fields
 from proxy.upstream.client import StreamedBody, UpstreamClient, UpstreamRequest
 from proxy.upstream.forward import relay
 from proxy.upstream.models_list import list_models_of_all_upstreams
 from proxy.upstream.routing import Router, Upstream
 
-logger = logging.getLogger(__name__)
-
 _PREFIX_LENGTH = len(b"/v1/")
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    upstream: Upstream
-    endpoint: Endpoint | None
-    model: str | None
+_NO_FIELDS = RequestFields(model=None, stream=False)
 
 
 class OpenAIRoute:
     """Forwards every `/v1/*` call to its upstream and relays the answer untouched."""
 
-    def __init__(self, router: Router, client: UpstreamClient, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        router: Router,
+        client: UpstreamClient,
+        max_body_bytes: int,
+        traces: TraceTracker,
+        settler: Settler,
+    ) -> None:
         self._router = router
         self._client = client
         self._max_body_bytes = max_body_bytes
+        self._traces = traces
+        self._settler = settler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = new_request_id().encode()
-        id_header = [(b"x-metering-request-id", request_id)]
+        exchange = Exchange(caller=identify_caller(scope["headers"]))
+        id_header = [(b"x-metering-request-id", exchange.request_id.encode())]
         channel = ClientChannel(receive)
-        caller = identify_caller(scope["headers"])
         try:
             if self._lists_all_models(scope):
-                await self._send_model_list(scope, caller, send, id_header)
+                await self._send_model_list(scope, exchange, send, id_header)
                 return
-            upstream_request = await self._upstream_request(scope, caller, channel)
-            await self._relay_until_disconnect(upstream_request, channel, send, request_id)
+            upstream_request = await self._upstream_request(scope, exchange, channel)
+            exchange.forwarded_at = time.perf_counter()
+            await self._relay_until_disconnect(upstream_request, exchange, channel, send)
         except ProxyError as error:
+            exchange.status = str(error.status)
             await send_error(send, error, id_header)
         except ClientDisconnected:
-            return
+            exchange.client_closed()
+        finally:
+            self._settler.settle(exchange)
 
     def _lists_all_models(self, scope: Scope) -> bool:
         return (
@@ -76,11 +85,13 @@ class OpenAIRoute:
         )
 
     async def _send_model_list(
-        self, scope: Scope, caller: Caller, send: Send, id_header: RawHeaders
+        self, scope: Scope, exchange: Exchange, send: Send, id_header: RawHeaders
     ) -> None:
+        exchange.family = "models"
         answer = await list_models_of_all_upstreams(
-            self._router, self._client, scope["headers"], caller.passthrough_credential
+            self._router, self._client, scope["headers"], exchange.caller.passthrough_credential
         )
+        exchange.status = str(answer.status)
         await send(
             {
                 "type": "http.response.start",
@@ -91,31 +102,52 @@ class OpenAIRoute:
         await send({"type": "http.response.body", "body": answer.body, "more_body": False})
 
     async def _upstream_request(
-        self, scope: Scope, caller: Caller, channel: ClientChannel
+        self, scope: Scope, exchange: Exchange, channel: ClientChannel
     ) -> UpstreamRequest:
         method: str = scope["method"]
         headers: RawHeaders = scope["headers"]
         # The raw path keeps the client's percent-encoding, which the upstream must see unchanged.
         path = scope["raw_path"][_PREFIX_LENGTH:].decode("latin-1")
         endpoint = model_routed_endpoint(method, path)
+        exchange.path = path
+        exchange.family = family_of(endpoint, path)
         body: bytes | StreamedBody
+        fields = _NO_FIELDS
         if endpoint is not None:
-            body = await channel.read_body(self._max_body_bytes, content_length(headers))
-            fields = read_request_fields(endpoint, header_value(headers, b"content-type"), body)
-            target = self._target(endpoint, fields.model)
+            read = await channel.read_body(self._max_body_bytes, content_length(headers))
+            fields = read_request_fields(endpoint, header_value(headers, b"content-type"), read)
+            model = fields.model
+            body, headers = self._metered(exchange, fields, read, headers)
         else:
             body = await self._pass_through_body(channel, headers)
-            target = self._target(None, _model_in_path(method, path))
-        return target.upstream.request(
+            model = _model_in_path(method, path)
+        exchange.request = fields.document
+        exchange.attribution = attribute(headers, fields.document)
+        exchange.trace_id, exchange.parent_id = self._traces.resolve(
+            exchange.request_id, exchange.attribution
+        )
+        upstream = self._upstream_for(model)
+        exchange.upstream = upstream
+        exchange.model = model or ""
+        return upstream.request(
             method=method,
             path=path,
             query=scope["query_string"].decode("latin-1"),
-            endpoint=target.endpoint,
-            model=target.model,
+            endpoint=endpoint,
+            model=model,
             client_headers=headers,
-            client_credential=caller.passthrough_credential,
+            client_credential=exchange.caller.passthrough_credential,
             body=body,
         )
+
+    def _metered(
+        self, exchange: Exchange, fields: RequestFields, body: bytes, headers: RawHeaders
+    ) -> tuple[bytes, RawHeaders]:
+        """Set up the tap, and make the request changes metering needs (see request_changes)."""
+        changed_body = body_asking_for_stream_usage(exchange.family, fields)
+        exchange.tap = ResponseTap(strip_added_usage=changed_body is not None)
+        headers = readable_accept_encoding(headers, identity_only=changed_body is not None)
+        return (body if changed_body is None else changed_body), headers
 
     async def _pass_through_body(
         self, channel: ClientChannel, headers: RawHeaders
@@ -127,16 +159,16 @@ class OpenAIRoute:
             return StreamedBody(channel.stream_body(), declared)
         return await channel.read_body(self._max_body_bytes, declared)
 
-    def _target(self, endpoint: Endpoint | None, model: str | None) -> _Target:
+    def _upstream_for(self, model: str | None) -> Upstream:
         if model is None:
-            return _Target(self._router.default, endpoint, None)
+            return self._router.default
         upstream = self._router.for_model(model)
         if upstream is None:
             raise ModelNotServed(model)
-        return _Target(upstream, endpoint, model)
+        return upstream
 
     async def _relay_until_disconnect(
-        self, request: UpstreamRequest, channel: ClientChannel, send: Send, request_id: bytes
+        self, request: UpstreamRequest, exchange: Exchange, channel: ClientChannel, send: Send
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -149,11 +181,12 @@ class OpenAIRoute:
         watcher = asyncio.create_task(channel.wait_for_disconnect())
         watcher.add_done_callback(cancel_on_hang_up)
         try:
-            await relay(self._client, request, send, request_id)
+            await relay(self._client, request, send, exchange)
         except asyncio.CancelledError:
             if not channel.disconnected:
                 raise
             task.uncancel()
+            exchange.client_closed()
         finally:
             relaying = False
             watcher.cancel()

@@ -69,6 +69,8 @@ class UsageRecord:
     price: Price | None  # None: no known price for this model (never recorded as $0)
     latency_seconds: float
     time_to_first_token_seconds: float | None = None
+    # What the proxy itself added before the call went upstream.
+    overhead_seconds: float | None = None
     key_id: str | None = None
     user: str | None = None
     tags: dict[str, str] = field(default_factory=dict)

@@ -5,7 +5,11 @@ Behaviour is chosen by the request's `model`, so a test needs no extra wiring:
 - `bad-request`: 400 with an error message;
 - `held-stream`: streams one chunk, then holds the rest until `release()` (and notices a hang-up);
 - `slow-headers`: waits `slow_seconds` before answering at all;
-- `broken-stream`: streams one chunk, then drops the connection mid-answer.
+- `broken-stream`: streams one chunk, then drops the connection mid-answer;
+- `server-error`: 500;
+- header `x-fake-no-usage`: never reports usage, even when asked (as some self-hosted servers).
+A request with an `x-fake-replay: NAME` header is answered with the recorded answer
+`tests/fixtures/replays/NAME.json` or `.sse`, byte for byte.
 Every request is recorded, with its path, query, headers and body.
 """
 
@@ -19,6 +23,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -100,6 +105,8 @@ class FakeUpstream:
             return await _json(send, 200, _file_object(request))
         if request.method != "POST":
             return await _json(send, 404, _error("No such route.", "invalid_request_error"))
+        if "x-fake-replay" in request.headers:
+            return await _replay(send, request.headers["x-fake-replay"])
         model = _model_of(request)
         if model == "rate-limited":
             return await _json(
@@ -108,6 +115,8 @@ class FakeUpstream:
                 _error("Rate limit reached for requests.", "requests", code="rate_limit_exceeded"),
                 extra=[(b"retry-after", b"7")],
             )
+        if model == "server-error":
+            return await _json(send, 500, _error("The server had an error.", "server_error"))
         if model == "bad-request":
             return await _json(
                 send, 400, _error("Invalid value for 'temperature'.", "invalid_request_error")
@@ -123,12 +132,17 @@ class FakeUpstream:
         self, request: RecordedRequest, model: str, receive: Receive, send: Send
     ) -> None:
         body = request.json()
+        reports_usage = "x-fake-no-usage" not in request.headers
         if not body.get("stream"):
+            completion = _chat_completion(model)
+            if not reports_usage:
+                del completion["usage"]
             if request.headers.get("x-fake-gzip"):
-                return await _gzipped_json(send, _chat_completion(model))
-            return await _json(send, 200, _chat_completion(model))
+                return await _gzipped_json(send, completion)
+            return await _json(send, 200, completion)
         await _start(send, 200, b"text/event-stream; charset=utf-8")
-        include_usage = (body.get("stream_options") or {}).get("include_usage", False)
+        asked = (body.get("stream_options") or {}).get("include_usage", False)
+        include_usage = asked and reports_usage
         for index, text in enumerate(STREAM_CHUNKS):
             await _event(send, _chat_chunk(model, {"content": text}, None, include_usage))
             if index == 0:
@@ -265,6 +279,7 @@ _HANDLERS: dict[str, Handler] = {
     "/completions": FakeUpstream._completions,
 }
 
+REPLAYS = Path(__file__).parent.parent / "fixtures" / "replays"
 FAKE_MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 4
 
 
@@ -424,3 +439,14 @@ async def _gzipped_json(send: Send, payload: dict[str, Any]) -> None:
     extra = [(b"content-encoding", b"gzip"), (b"content-length", str(len(body)).encode())]
     await _start(send, 200, b"application/json", extra)
     await _raw(send, body, more=False)
+
+
+async def _replay(send: Send, name: str) -> None:
+    """Answer with a recorded answer, as it was recorded."""
+    for suffix, content_type in ((".json", b"application/json"), (".sse", b"text/event-stream")):
+        path = REPLAYS / f"{name}{suffix}"
+        if path.exists():
+            await _start(send, 200, content_type)
+            await _raw(send, path.read_bytes(), more=False)
+            return
+    await _json(send, 404, _error(f"No replay named {name}.", "invalid_request_error"))

@@ -1,0 +1,43 @@
+"""One metered call, from its arrival to its settlement: filled in as the call goes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from proxy.callers import Caller
+from proxy.ids import new_request_id
+from proxy.metering.attribution import Attribution
+from proxy.metering.tap import ResponseTap
+from proxy.upstream.routing import Upstream
+
+CLIENT_CLOSED = "client_closed"
+
+
+@dataclass(slots=True)
+class Exchange:
+    caller: Caller
+    request_id: str = field(default_factory=new_request_id)
+    started_at: float = field(default_factory=time.perf_counter)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    path: str = ""  # relative to /v1/
+    family: str = "other"
+    model: str = ""
+    request: dict[str, Any] = field(default_factory=dict)
+    attribution: Attribution = field(default_factory=Attribution)
+    trace_id: str | None = None
+    parent_id: str | None = None
+    upstream: Upstream | None = None
+    forwarded_at: float | None = None
+    tap: ResponseTap | None = None
+    # The upstream's status, the proxy's own error status, or `client_closed`.
+    status: str = ""
+
+    def client_closed(self) -> None:
+        self.status = CLIENT_CLOSED
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status.startswith("2")

@@ -1,0 +1,136 @@
+"""Every Prometheus metric the proxy exports, in one place, and the sink that feeds them.
+
+Labels are bounded: teams and upstreams come from the config, endpoint families and statuses
+from small fixed sets, and models fold into `other` past `MAX_MODEL_LABELS` distinct names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from proxy.metering.traces import TraceSummary
+from proxy.metering.usage import UsageRecord
+
+MAX_MODEL_LABELS = 200
+OTHER_MODEL = "other"
+
+_TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 8, 13, 20, 30, 60)
+_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 240, 480, 900)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01, 0.05)
+_TRACE_CALL_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144)
+
+
+class Metrics:
+    """The proxy's metrics, registered on one registry (one per app, so tests stay apart)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "llm_proxy_requests",
+            "Calls through the proxy.",
+            ["team", "model", "upstream", "endpoint", "status"],
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "llm_proxy_tokens",
+            "Tokens by kind, as OpenAI counts them (input includes cached_input, output "
+            "includes reasoning).",
+            ["team", "model", "upstream", "kind"],
+            registry=registry,
+        )
+        self.cost = Counter(
+            "llm_proxy_cost_usd",
+            "Cost of priced calls in USD.",
+            ["team", "model", "upstream"],
+            registry=registry,
+        )
+        self.unpriced = Counter(
+            "llm_proxy_unpriced_requests",
+            "Calls whose model has no known price (their cost is unknown, not zero).",
+            ["model"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "llm_proxy_request_duration_seconds",
+            "Whole call duration, as the client sees it.",
+            ["model", "upstream", "endpoint"],
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.time_to_first_token = Histogram(
+            "llm_proxy_time_to_first_token_seconds",
+            "Time from the call to the first byte of the upstream's answer.",
+            ["model", "upstream"],
+            buckets=_TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.overhead = Histogram(
+            "llm_proxy_overhead_seconds",
+            "Time the proxy itself added before forwarding a call.",
+            buckets=_OVERHEAD_BUCKETS,
+            registry=registry,
+        )
+        self.trace_calls = Histogram(
+            "llm_proxy_trace_calls",
+            "Calls per finished agent trace.",
+            buckets=_TRACE_CALL_BUCKETS,
+            registry=registry,
+        )
+        self.sink_errors = Counter(
+            "llm_proxy_sink_errors",
+            "Settled records a sink failed to take.",
+            ["sink"],
+            registry=registry,
+        )
+        self._models: set[str] = set()
+
+    def model_label(self, model: str) -> str:
+        if model in self._models:
+            return model
+        if len(self._models) >= MAX_MODEL_LABELS:
+            return OTHER_MODEL
+        self._models.add(model)
+        return model
+
+    def observe_trace(self, summary: TraceSummary) -> None:
+        self.trace_calls.observe(summary.calls)
+
+
+_TOKEN_KINDS = (
+    ("input", "input_tokens"),
+    ("cached_input", "cached_input_tokens"),
+    ("output", "output_tokens"),
+    ("reasoning", "reasoning_tokens"),
+    ("audio_input", "audio_input_tokens"),
+    ("audio_output", "audio_output_tokens"),
+)
+
+
+class MetricsSink:
+    """Feeds the metrics from each settled record."""
+
+    name = "metrics"
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def publish(self, record: UsageRecord) -> None:
+        metrics = self._metrics
+        model = metrics.model_label(record.model or "unknown")
+        team, upstream = record.team, record.upstream
+        metrics.requests.labels(team, model, upstream, record.endpoint, record.status).inc()
+        for kind, attribute in _TOKEN_KINDS:
+            count = getattr(record.usage, attribute)
+            if count:
+                metrics.tokens.labels(team, model, upstream, kind).inc(count)
+        if record.price is None:
+            metrics.unpriced.labels(model).inc()
+        elif record.price.cost_usd:
+            metrics.cost.labels(team, model, upstream).inc(float(record.price.cost_usd))
+        metrics.duration.labels(model, upstream, record.endpoint).observe(record.latency_seconds)
+        if record.overhead_seconds is not None:
+            metrics.overhead.observe(record.overhead_seconds)
+        if record.time_to_first_token_seconds is not None:
+            metrics.time_to_first_token.labels(model, upstream).observe(
+                record.time_to_first_token_seconds
+            )

@@ -1,0 +1,35 @@
+"""A sink that collects settled records, for tests to wait on across threads."""
+
+from __future__ import annotations
+
+import threading
+
+from proxy.metering.usage import UsageRecord
+
+
+class RecordCollector:
+    name = "collector"
+
+    def __init__(self) -> None:
+        self.records: list[UsageRecord] = []
+        self._changed = threading.Condition()
+
+    def publish(self, record: UsageRecord) -> None:
+        with self._changed:
+            self.records.append(record)
+            self._changed.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[UsageRecord]:
+        """The first `count` records, once there are that many (AssertionError on timeout)."""
+        with self._changed:
+            arrived = self._changed.wait_for(lambda: len(self.records) >= count, timeout)
+        assert arrived, f"expected {count} records, got {len(self.records)}"
+        return self.records[:count]
+
+    def only(self) -> UsageRecord:
+        """The one record of a test that made one call; fails if a second one appears."""
+        (record,) = self.wait_for(1)
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.records) > 1, timeout=0.2)
+        assert len(self.records) == 1, f"expected one record, got {len(self.records)}"
+        return record
