@@ -14,6 +14,7 @@ from proxy.api import ops
 from proxy.api.openai import OpenAIRoute
 from proxy.asgi import ASGIApp, Receive, Scope, Send
 from proxy.metering import tokens
+from proxy.metering.batches import BatchMetering, BatchRegistry
 from proxy.metering.settle import Settler
 from proxy.metering.traces import TraceTracker
 from proxy.metrics import Metrics, MetricsSink
@@ -87,6 +88,7 @@ def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp
         settings.proxy.max_body_bytes,
         traces,
         settler,
+        BatchMetering(BatchRegistry(), settler.settle_batch_line),
     )
     return ProxyApp(route, rest)
 

@@ -127,7 +127,10 @@ class MetricsSink:
             metrics.unpriced.labels(model).inc()
         elif record.price.cost_usd:
             metrics.cost.labels(team, model, upstream).inc(float(record.price.cost_usd))
-        metrics.duration.labels(model, upstream, record.endpoint).observe(record.latency_seconds)
+        if not record.batch:  # a batch request's duration is the batch's, not a call's
+            metrics.duration.labels(model, upstream, record.endpoint).observe(
+                record.latency_seconds
+            )
         if record.overhead_seconds is not None:
             metrics.overhead.observe(record.overhead_seconds)
         if record.time_to_first_token_seconds is not None:

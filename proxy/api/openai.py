@@ -26,6 +26,7 @@ from proxy.callers import identify_caller
 from proxy.endpoints import family_of, model_routed_endpoint
 from proxy.errors import ModelNotServed, ProxyError
 from proxy.metering.attribution import attribute
+from proxy.metering.batches import BatchMetering
 from proxy.metering.exchange import Exchange
 from proxy.metering.request_changes import body_asking_for_stream_usage, readable_accept_encoding
 from proxy.metering.settle import Settler
@@ -51,12 +52,14 @@ class OpenAIRoute:
         max_body_bytes: int,
         traces: TraceTracker,
         settler: Settler,
+        batches: BatchMetering,
     ) -> None:
         self._router = router
         self._client = client
         self._max_body_bytes = max_body_bytes
         self._traces = traces
         self._settler = settler
+        self._batches = batches
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = Exchange(caller=identify_caller(scope["headers"]))
@@ -75,6 +78,7 @@ class OpenAIRoute:
         except ClientDisconnected:
             exchange.client_closed()
         finally:
+            self._batches.note_answer(exchange)
             self._settler.settle(exchange)
 
     def _lists_all_models(self, scope: Scope) -> bool:
@@ -129,6 +133,10 @@ class OpenAIRoute:
         upstream = self._upstream_for(model)
         exchange.upstream = upstream
         exchange.model = model or ""
+        if endpoint is None:
+            exchange.tap = self._batches.tap_for(method, path, upstream)
+            if exchange.tap is not None:
+                headers = readable_accept_encoding(headers, identity_only=False)
         return upstream.request(
             method=method,
             path=path,

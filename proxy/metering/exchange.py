@@ -10,7 +10,7 @@ from typing import Any
 from proxy.callers import Caller
 from proxy.ids import new_request_id
 from proxy.metering.attribution import Attribution
-from proxy.metering.tap import ResponseTap
+from proxy.metering.tap import Tap
 from proxy.upstream.routing import Upstream
 
 CLIENT_CLOSED = "client_closed"
@@ -31,7 +31,7 @@ class Exchange:
     parent_id: str | None = None
     upstream: Upstream | None = None
     forwarded_at: float | None = None
-    tap: ResponseTap | None = None
+    tap: Tap | None = None
     # The upstream's status, the proxy's own error status, or `client_closed`.
     status: str = ""
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from proxy.metering import prompt_tokens
+from proxy.metering.batches import TrackedBatch
 from proxy.metering.exchange import CLIENT_CLOSED, Exchange
 from proxy.metering.extractors import EXTRACTORS, MeteredCall
 from proxy.metering.extractors.base import reported_usage_object
+from proxy.metering.tap import ResponseTap
 from proxy.metering.usage import Price, PromptSplit, Usage, UsageRecord
 from proxy.pricing.catalog import PriceCatalog
 from proxy.sinks import Publisher
+from proxy.upstream.routing import Upstream
+
+logger = logging.getLogger(__name__)
 
 NOTHING_BILLABLE = Price(cost_usd=Decimal(0), entry="none:nothing-billable")
 _EMPTY = Usage()
@@ -22,6 +29,7 @@ class Settler:
     def __init__(self, catalog: PriceCatalog, publisher: Publisher) -> None:
         self._catalog = catalog
         self._publisher = publisher
+        self._unpriced_models: set[str] = set()
 
     def settle(self, exchange: Exchange) -> UsageRecord:
         """Build the exchange's record and publish it; called exactly once per call."""
@@ -30,6 +38,8 @@ class Settler:
         tap = exchange.tap
         holder = _usage_holder(exchange)
         service_tier = holder.get("service_tier") if holder else None
+        price = self._price(exchange, usage, service_tier)
+        self._warn_once_if_unpriced(exchange.model, price)
         record = UsageRecord(
             request_id=exchange.request_id,
             created_at=exchange.created_at,
@@ -39,7 +49,7 @@ class Settler:
             model=exchange.model,
             status=exchange.status,
             usage=usage,
-            price=self._price(exchange, usage, service_tier),
+            price=price,
             latency_seconds=ended_at - exchange.started_at,
             time_to_first_token_seconds=(
                 tap.first_byte_at - exchange.started_at
@@ -59,9 +69,59 @@ class Settler:
         self._publisher.publish(record)
         return record
 
+    def settle_batch_line(
+        self, batch: TrackedBatch, upstream: Upstream, line: dict[str, Any]
+    ) -> UsageRecord | None:
+        """Record one request of a batch from its output line, at the batch price."""
+        response, line_id = line.get("response"), line.get("id")
+        if not isinstance(response, dict) or not isinstance(line_id, str):
+            return None
+        body = response.get("body")
+        model = body.get("model") if isinstance(body, dict) else None
+        extractor = EXTRACTORS.get(batch.family)
+        usage = _EMPTY
+        if extractor is not None and isinstance(model, str):
+            call = MeteredCall(batch.path, model, {})
+            usage = extractor.reported(call, ResponseTap.answered_with(body)) or _EMPTY
+        now = datetime.now(UTC)
+        price = (
+            NOTHING_BILLABLE
+            if usage == _EMPTY
+            else self._catalog.price(
+                usage,
+                model=str(model),
+                upstream_kind=upstream.config.kind,
+                upstream_base_url=upstream.config.base_url,
+                at=now,
+                batch=True,
+            )
+        )
+        self._warn_once_if_unpriced(str(model), price)
+        record = UsageRecord(
+            request_id=line_id,
+            created_at=now,
+            team=batch.team,
+            upstream=upstream.name,
+            endpoint=batch.family,
+            model=str(model or ""),
+            status=str(response.get("status_code", "")),
+            usage=usage,
+            price=price,
+            latency_seconds=0.0,
+            tags={"batch_id": batch.batch_id},
+            batch=True,
+        )
+        self._publisher.publish(record)
+        return record
+
+    def _warn_once_if_unpriced(self, model: str, price: Price | None) -> None:
+        if price is None and model not in self._unpriced_models:
+            self._unpriced_models.add(model)
+            logger.warning("no known price for model %r: its calls are recorded unpriced", model)
+
     def _usage(self, exchange: Exchange) -> Usage:
         extractor = EXTRACTORS.get(exchange.family)
-        if extractor is None or exchange.tap is None:
+        if extractor is None or not isinstance(exchange.tap, ResponseTap):
             return _EMPTY
         call = MeteredCall(exchange.path, exchange.model, exchange.request)
         reported = extractor.reported(call, exchange.tap)
@@ -86,7 +146,11 @@ class Settler:
 
 
 def _usage_holder(exchange: Exchange) -> dict[str, Any] | None:
-    if exchange.tap is None or exchange.family not in ("chat", "responses", "completions"):
+    if not isinstance(exchange.tap, ResponseTap) or exchange.family not in (
+        "chat",
+        "responses",
+        "completions",
+    ):
         return None
     found = reported_usage_object(exchange.tap)
     return None if found is None else found[1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 import zlib
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -31,8 +31,22 @@ _UNPARSED = object()
 READABLE_ENCODINGS = frozenset(_DECODERS) | {b"identity"}
 
 
+class Tap(Protocol):
+    """What the relay hands an answer to: `feed` returns the bytes to relay for each chunk."""
+
+    first_byte_at: float | None
+
+    def start(
+        self, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]: ...
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
 class ResponseTap:
-    """Observes one answer; `feed` returns the bytes to relay for each chunk received."""
+    """Observes one answer for its usage (see the module's docstring)."""
 
     __slots__ = (
         "_decoder",
@@ -62,6 +76,13 @@ class ResponseTap:
         self.overflowed = False
         self.events: list[bytes] = []  # the data of every event, for counting when none had usage
         self.usage_events: list[bytes] = []  # the data of the events that carry a usage object
+
+    @classmethod
+    def answered_with(cls, document: Any) -> ResponseTap:
+        """A tap that saw this JSON answer: for answers read elsewhere (batch output lines)."""
+        tap = cls(strip_added_usage=False)
+        tap._parsed_body = document
+        return tap
 
     def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """Take the answer's status and headers; return the headers to relay."""

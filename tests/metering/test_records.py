@@ -357,3 +357,14 @@ def test_prompt_split_sums_to_the_reported_input(
     assert split is not None
     assert split.system + split.tools + split.history + split.latest == record.usage.input_tokens
     assert split.system > split.history > 0 and split.tools == 0
+
+
+def test_an_unpriced_model_is_named_in_one_log_line(
+    proxy_to_fake: ProxyToFake, records: RecordCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, proxy_url = proxy_to_fake
+    for _ in range(3):
+        sdk(proxy_url).chat.completions.create(model="house-model-7", messages=HI)
+    assert all(record.price is None for record in records.wait_for(3))
+    warnings = [r for r in caplog.records if "house-model-7" in r.getMessage()]
+    assert len(warnings) == 1

@@ -99,6 +99,8 @@ class FakeUpstream:
         path = request.path
         if request.method == "GET" and path.endswith("/models"):
             return await _json(send, 200, _model_list(self.models))
+        if "/batches" in path or path.endswith("/content"):
+            return await self._batch_api(request, send)
         if path.endswith("/files"):
             if request.method == "GET":
                 return await _json(send, 200, {"object": "list", "data": [], "has_more": False})
@@ -155,6 +157,14 @@ class FakeUpstream:
         if include_usage:
             await _event(send, {**_chat_chunk(model, None, None, True), "usage": _chat_usage()})
         await _raw(send, b"data: [DONE]\n\n", more=False)
+
+    async def _batch_api(self, request: RecordedRequest, send: Send) -> None:
+        """One chat batch, `batch_fake`, done at once; its output file is `file-batch-out`."""
+        if request.path.endswith("/content"):
+            await _start(send, 200, b"application/octet-stream")
+            return await _raw(send, BATCH_OUTPUT, more=False)
+        created = request.method == "POST"
+        return await _json(send, 200, _batch_object(completed=not created))
 
     async def _hold(self, receive: Receive) -> bool:
         """Wait for `release()`; False (and `cancelled` set) if the client went away first."""
@@ -450,3 +460,38 @@ async def _replay(send: Send, name: str) -> None:
             await _raw(send, path.read_bytes(), more=False)
             return
     await _json(send, 404, _error(f"No replay named {name}.", "invalid_request_error"))
+
+
+def _batch_line(number: int) -> bytes:
+    completion = {**_chat_completion("gpt-4o-mini-2024-07-18"), "created": 1_700_000_000}
+    line = {
+        "id": f"batch_req_{number}",
+        "custom_id": f"request-{number}",
+        "response": {"status_code": 200, "request_id": f"req_{number}", "body": completion},
+        "error": None,
+    }
+    return orjson.dumps(line) + b"\n"
+
+
+BATCH_LINES = 3
+BATCH_OUTPUT = b"".join(_batch_line(number) for number in range(1, BATCH_LINES + 1))
+
+
+def _batch_object(completed: bool) -> dict[str, Any]:
+    return {
+        "id": "batch_fake",
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "errors": None,
+        "input_file_id": "file-batch-in",
+        "completion_window": "24h",
+        "status": "completed" if completed else "validating",
+        "output_file_id": "file-batch-out" if completed else None,
+        "error_file_id": None,
+        "created_at": 1_700_000_000,
+        "request_counts": {
+            "total": BATCH_LINES,
+            "completed": BATCH_LINES if completed else 0,
+            "failed": 0,
+        },
+    }

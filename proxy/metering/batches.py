@@ -1,0 +1,182 @@
+"""Batch API calls: each request of a batch created through the proxy is metered at batch price.
+
+The proxy notes the batches it sees created (`POST /v1/batches`, answered with the batch) and,
+as they are polled (`GET /v1/batches/{id}`), their output files. When such an output file is read
+through the proxy, every line (one request of the batch, with its usage) becomes a record for the
+team that created the batch. Each line is metered once per process (a cut read can be retried) and
+its record's id is the line's own `batch_req_*` id, so a ledger stores each once in any case.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from proxy.endpoints import MODEL_ROUTED_ENDPOINTS
+from proxy.metering.exchange import Exchange
+from proxy.metering.tap import ResponseTap, Tap
+from proxy.upstream.routing import Upstream
+
+_BATCH_PATH = re.compile(r"batches(?:/[A-Za-z0-9_\-]+)?")
+_FILE_CONTENT_PATH = re.compile(r"files/([A-Za-z0-9_\-]+)/content")
+_GZIP_OR_DEFLATE = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS}
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedBatch:
+    batch_id: str
+    team: str
+    path: str  # the endpoint of its requests, relative to /v1/, e.g. "chat/completions"
+    family: str
+
+
+class BatchRegistry:
+    """The batches created through this process, and the output files that belong to them."""
+
+    def __init__(self, max_batches: int = 100_000) -> None:
+        self._max_batches = max_batches
+        self._batches: OrderedDict[str, TrackedBatch] = OrderedDict()
+        self._by_output_file: dict[str, TrackedBatch] = {}
+        self._metered_files: set[str] = set()
+        self._lines_seen: dict[str, set[str]] = {}
+
+    @staticmethod
+    def answers_about_batches(method: str, path: str) -> bool:
+        """Whether a call's answer is a batch object worth reading."""
+        return method in ("GET", "POST") and _BATCH_PATH.fullmatch(path) is not None
+
+    def observe(self, team: str, created: bool, document: Any) -> None:
+        """Take a batch object the upstream answered with."""
+        if not isinstance(document, dict) or document.get("object") != "batch":
+            return
+        batch_id, endpoint = document.get("id"), document.get("endpoint")
+        if not isinstance(batch_id, str) or not isinstance(endpoint, str):
+            return
+        batch = self._batches.get(batch_id)
+        if batch is None and created:
+            path = endpoint.removeprefix("/v1/").lstrip("/")
+            routed = MODEL_ROUTED_ENDPOINTS.get(path)
+            batch = TrackedBatch(batch_id, team, path, routed.family if routed else "other")
+            self._batches[batch_id] = batch
+            if len(self._batches) > self._max_batches:
+                self._batches.popitem(last=False)
+        output_file = document.get("output_file_id")
+        if batch is not None and isinstance(output_file, str):
+            self._by_output_file[output_file] = batch
+
+    def output_file_to_meter(self, method: str, path: str) -> tuple[str, TrackedBatch] | None:
+        """(file id, batch) when this call reads a tracked batch's output file not yet metered."""
+        match = _FILE_CONTENT_PATH.fullmatch(path) if method == "GET" else None
+        if match is None:
+            return None
+        file_id = match.group(1)
+        batch = self._by_output_file.get(file_id)
+        if batch is None or file_id in self._metered_files:
+            return None
+        return file_id, batch
+
+    def first_time(self, file_id: str, line_id: str) -> bool:
+        """Whether this line of the file is met for the first time (a cut read may be retried)."""
+        seen = self._lines_seen.setdefault(file_id, set())
+        if line_id in seen:
+            return False
+        seen.add(line_id)
+        return True
+
+    def file_metered(self, file_id: str) -> None:
+        """The whole file was read: it will not be metered again."""
+        self._metered_files.add(file_id)
+        self._lines_seen.pop(file_id, None)
+
+
+class BatchOutputTap:
+    """Reads a batch output file (JSON lines) as it is relayed, handing on each parsed line."""
+
+    __slots__ = ("_decoder", "_on_complete", "_on_line", "_pending", "first_byte_at", "status")
+
+    def __init__(
+        self, on_line: Callable[[dict[str, Any]], None], on_complete: Callable[[], None]
+    ) -> None:
+        self._on_line = on_line
+        self._on_complete = on_complete
+        self._pending = b""
+        self._decoder: Any = None
+        self.first_byte_at: float | None = None
+        self.status = 0
+
+    def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        self.status = status
+        for name, value in headers:
+            if name.lower() == b"content-encoding" and value.lower() in _GZIP_OR_DEFLATE:
+                self._decoder = zlib.decompressobj(_GZIP_OR_DEFLATE[value.lower()])
+        return headers
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.first_byte_at is None:
+            self.first_byte_at = time.perf_counter()
+        if self.status == 200:
+            data = self._decoder.decompress(chunk) if self._decoder is not None else chunk
+            lines = (self._pending + data).split(b"\n")
+            self._pending = lines.pop()
+            self._read(lines)
+        return chunk
+
+    def finish(self) -> bytes:
+        self._read([self._pending])
+        self._pending = b""
+        if self.status == 200:
+            self._on_complete()
+        return b""
+
+    def _read(self, lines: list[bytes]) -> None:
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                document = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(document, dict):
+                self._on_line(document)
+
+
+MeterLine = Callable[[TrackedBatch, Upstream, dict[str, Any]], object]
+
+
+class BatchMetering:
+    """Hooks the registry into `/v1/*` calls: which answers to tap, and what to note after."""
+
+    def __init__(self, registry: BatchRegistry, meter_line: MeterLine) -> None:
+        self._registry = registry
+        self._meter_line = meter_line
+
+    def tap_for(self, method: str, path: str, upstream: Upstream) -> Tap | None:
+        """A tap for a pass-through call whose answer matters to batch metering, else None."""
+        if BatchRegistry.answers_about_batches(method, path):
+            return ResponseTap(strip_added_usage=False)
+        to_meter = self._registry.output_file_to_meter(method, path)
+        if to_meter is None:
+            return None
+        file_id, batch = to_meter
+
+        def meter(line: dict[str, Any]) -> None:
+            line_id = line.get("id")
+            if isinstance(line_id, str) and self._registry.first_time(file_id, line_id):
+                self._meter_line(batch, upstream, line)
+
+        return BatchOutputTap(meter, lambda: self._registry.file_metered(file_id))
+
+    def note_answer(self, exchange: Exchange) -> None:
+        """After a call about batches: note the batch, and its output file once it has one."""
+        if exchange.family == "batches" and exchange.succeeded:
+            tap = exchange.tap
+            if isinstance(tap, ResponseTap):
+                created = exchange.path == "batches"  # POST /v1/batches answers the new batch
+                self._registry.observe(exchange.caller.team, created, tap.json_body())

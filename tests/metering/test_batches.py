@@ -1,0 +1,102 @@
+"""Requests of a batch created through the proxy are metered at batch price when read back."""
+
+from __future__ import annotations
+
+import openai
+
+from proxy.metering.batches import BatchRegistry
+from tests.support.fake_upstream import BATCH_LINES, FakeUpstream
+from tests.support.records import RecordCollector
+
+ProxyToFake = tuple[FakeUpstream, str]
+
+
+def run_batch(proxy_url: str) -> openai.OpenAI:
+    client = openai.OpenAI(base_url=proxy_url, api_key="sk-client", max_retries=0)
+    batch = client.batches.create(
+        completion_window="24h", endpoint="/v1/chat/completions", input_file_id="file-batch-in"
+    )
+    assert client.batches.retrieve(batch.id).output_file_id == "file-batch-out"
+    return client
+
+
+def test_each_line_of_the_output_file_is_a_batch_record(
+    proxy_to_fake: ProxyToFake, records: RecordCollector
+) -> None:
+    _, proxy_url = proxy_to_fake
+    client = run_batch(proxy_url)
+    assert client.files.content("file-batch-out").text.count("\n") == BATCH_LINES
+    settled = records.wait_for(2 + BATCH_LINES + 1)
+    lines = [record for record in settled if record.batch]
+    assert [record.request_id for record in lines] == ["batch_req_1", "batch_req_2", "batch_req_3"]
+    for record in lines:
+        assert (record.team, record.endpoint, record.status) == ("default", "chat", "200")
+        assert record.model == "gpt-4o-mini-2024-07-18"
+        assert (record.usage.input_tokens, record.usage.output_tokens) == (12, 6)
+        assert record.tags == {"batch_id": "batch_fake"}
+        assert record.price is not None and "batch" in record.price.entry
+
+
+def test_batch_price_is_below_the_standard_price(
+    proxy_to_fake: ProxyToFake, records: RecordCollector
+) -> None:
+    _, proxy_url = proxy_to_fake
+    client = run_batch(proxy_url)
+    client.files.content("file-batch-out")
+    client.chat.completions.create(
+        model="gpt-4o-mini-2024-07-18", messages=[{"role": "user", "content": "Hi"}]
+    )
+    settled = records.wait_for(2 + BATCH_LINES + 2)
+    batch_cost = next(r.cost_usd for r in settled if r.batch)
+    standard_cost = next(r.cost_usd for r in settled if r.endpoint == "chat" and not r.batch)
+    assert batch_cost is not None and standard_cost is not None
+    assert batch_cost == standard_cost / 2
+
+
+def test_reading_the_output_file_again_meters_nothing_more(
+    proxy_to_fake: ProxyToFake, records: RecordCollector
+) -> None:
+    _, proxy_url = proxy_to_fake
+    client = run_batch(proxy_url)
+    client.files.content("file-batch-out")
+    client.files.content("file-batch-out")
+    settled = records.wait_for(2 + BATCH_LINES + 2)
+    assert sum(record.batch for record in settled) == BATCH_LINES
+
+
+def test_an_untracked_file_is_not_metered(
+    proxy_to_fake: ProxyToFake, records: RecordCollector
+) -> None:
+    _, proxy_url = proxy_to_fake
+    client = openai.OpenAI(base_url=proxy_url, api_key="sk-client", max_retries=0)
+    client.files.content("file-batch-out")
+    assert records.only().endpoint == "files"
+
+
+def test_a_cut_read_is_metered_once_when_read_again() -> None:
+    registry = BatchRegistry()
+    registry.observe("search", True, {"object": "batch", "id": "b1", "endpoint": "/v1/embeddings"})
+    registry.observe(
+        "other-team",
+        False,
+        {"object": "batch", "id": "b1", "endpoint": "/v1/embeddings", "output_file_id": "f1"},
+    )
+    to_meter = registry.output_file_to_meter("GET", "files/f1/content")
+    assert to_meter is not None
+    file_id, batch = to_meter
+    assert (batch.team, batch.family) == ("search", "embeddings")
+    assert registry.first_time(file_id, "line-1")
+    # The read was cut: a second read skips the line already metered and meters the rest.
+    assert registry.output_file_to_meter("GET", "files/f1/content") == to_meter
+    assert not registry.first_time(file_id, "line-1")
+    assert registry.first_time(file_id, "line-2")
+    registry.file_metered(file_id)
+    assert registry.output_file_to_meter("GET", "files/f1/content") is None
+
+
+def test_batches_seen_only_when_polled_are_not_tracked() -> None:
+    registry = BatchRegistry()
+    registry.observe(
+        "team", False, {"object": "batch", "id": "b2", "endpoint": "/v1/x", "output_file_id": "f2"}
+    )
+    assert registry.output_file_to_meter("GET", "files/f2/content") is None
