@@ -165,7 +165,9 @@ class ResponseTap:
             data = event_data(event)
             if not data or data == b"[DONE]":
                 continue
-            self.events.append(data)
+            self._kept_bytes += len(data)
+            if self._kept_bytes <= MAX_KEPT_BODY_BYTES:
+                self.events.append(data)  # kept for counting only, so a bounded prefix will do
             if _USAGE_OBJECT.search(data):
                 self.usage_events.append(data)
 
