@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import sys
 from collections.abc import Sequence
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
+from proxy.ledger.migrations import (
+    DatabaseSchemaError,
+    Upgrade,
+    describe_database,
+    prepare_database,
+    upgrade_to_head,
+)
 from proxy.settings import ConfigError, load_settings
+
+# What a database that cannot be reached or used raises: asyncpg's connection errors are OSErrors.
+_DATABASE_ERRORS = (OSError, SQLAlchemyError)
 
 
 def _serve(arguments: argparse.Namespace) -> int:
@@ -22,6 +34,16 @@ def _serve(arguments: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"metering-proxy: {error}", file=sys.stderr)
         return 2
+    # Each worker's lifespan prepares the database too; doing it here first shows a refusal as
+    # one line, at once, instead of in every worker's startup log.
+    database_url = settings.environment.database_url
+    try:
+        asyncio.run(prepare_database(database_url))
+    except DatabaseSchemaError as error:
+        print(f"metering-proxy: {error}", file=sys.stderr)
+        return 2
+    except _DATABASE_ERRORS as error:
+        return _database_failure(database_url, error)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; a no-op
     # handler makes that a clean exit 0 instead of death by SIGTERM.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
@@ -43,6 +65,41 @@ def _serve(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(arguments: argparse.Namespace) -> int:
+    try:
+        database_url = load_settings().environment.database_url
+    except ConfigError as error:
+        print(f"metering-proxy: {error}", file=sys.stderr)
+        return 2
+    try:
+        upgrade = asyncio.run(upgrade_to_head(database_url))
+    except DatabaseSchemaError as error:
+        print(f"metering-proxy: {error}", file=sys.stderr)
+        return 2
+    except _DATABASE_ERRORS as error:
+        return _database_failure(database_url, error)
+    print(_describe_upgrade(database_url, upgrade))
+    return 0
+
+
+def _describe_upgrade(database_url: str, upgrade: Upgrade) -> str:
+    where = describe_database(database_url)
+    after = ", ".join(upgrade.after)
+    if upgrade.before == upgrade.after:
+        return f"{where} is already at the latest schema revision ({after}); nothing to do"
+    before = ", ".join(upgrade.before) or "an empty database"
+    return f"migrated {where} from {before} to schema revision {after} (the latest)"
+
+
+def _database_failure(database_url: str, error: Exception) -> int:
+    print(
+        f"metering-proxy: cannot use the ledger database {describe_database(database_url)}: "
+        f"{error}",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metering-proxy", description="A transparent, OpenAI-compatible metering proxy."
@@ -54,6 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default: $METERING_PORT or 8080)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
     serve.set_defaults(handler=_serve)
+    migrate = commands.add_parser(
+        "migrate", help="upgrade the ledger database ($METERING_DATABASE_URL) to the latest schema"
+    )
+    migrate.set_defaults(handler=_migrate)
     return parser
 
 

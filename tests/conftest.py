@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
@@ -9,6 +10,13 @@ import pytest
 
 from proxy.app import create_app
 from proxy.settings import load_settings
+from tests.support.databases import (
+    POSTGRES_HOST,
+    POSTGRES_PORT,
+    fresh_postgres_database,
+    postgres_is_reachable,
+    sqlite_url,
+)
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.records import RecordCollector
 from tests.support.servers import serve_in_thread
@@ -60,3 +68,34 @@ def proxy_to_fake(
 
 def single_upstream_config(upstream_url: str) -> str:
     return f'[[upstreams]]\nname = "fake"\nbase_url = "{upstream_url}"\n'
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> None:
+    """Skip a test that needs the local Postgres when it is down; under CI=true, fail it."""
+    if postgres_is_reachable():
+        return
+    message = f"no Postgres server on {POSTGRES_HOST}:{POSTGRES_PORT}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}, and CI runs every test")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def sqlite_database_url(tmp_path: Path) -> str:
+    """The URL of a SQLite ledger file that does not exist yet."""
+    return sqlite_url(tmp_path)
+
+
+@pytest.fixture
+async def postgres_database_url(postgres_server: None) -> AsyncIterator[str]:
+    """The URL of a new, empty Postgres database, dropped after the test."""
+    async with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A fresh, empty ledger database on each engine the proxy supports."""
+    url: str = request.getfixturevalue(f"{request.param}_database_url")
+    return url

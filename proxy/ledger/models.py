@@ -1,0 +1,194 @@
+"""The ledger's tables (SQLAlchemy 2, typed). Postgres in production, SQLite embedded.
+
+`usage_records` has one row per call; as OpenAI counts them, `input_tokens` includes
+`cached_input_tokens` and `output_tokens` includes `reasoning_tokens`. `cost_usd` is NULL when
+the model's price is unknown. `hourly_usage` is the rollup reports over long windows read.
+The table is not partitioned: see `docs/ledger.md` for why and for retention.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Money: 20 digits, 10 after the point (a tenth of a nano-dollar), never a float.
+Money = Numeric(20, 10)
+# JSONB on Postgres (indexable, compact), JSON text elsewhere.
+Document = JSON().with_variant(JSONB(), "postgresql")
+UtcDateTime = DateTime(timezone=True)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UsageRow(Base):
+    __tablename__ = "usage_records"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    team: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[str | None] = mapped_column(String(64))
+    end_user: Mapped[str | None] = mapped_column(String(256))
+    tags: Mapped[dict[str, str]] = mapped_column(Document, default=dict)
+    trace_id: Mapped[str | None] = mapped_column(String(128))
+    parent_id: Mapped[str | None] = mapped_column(String(128))
+    upstream: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(256))
+    endpoint: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    audio_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    image_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    audio_output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    accepted_prediction_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    rejected_prediction_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    image_size: Mapped[str | None] = mapped_column(String(32))
+    image_quality: Mapped[str | None] = mapped_column(String(32))
+    input_characters: Mapped[int] = mapped_column(Integer, default=0)
+    audio_seconds: Mapped[Decimal] = mapped_column(Numeric(14, 3), default=Decimal(0))
+    # The hidden-prompt split of the input tokens (chat and responses calls).
+    prompt_system_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    prompt_tools_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    prompt_history_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    prompt_latest_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cost_usd: Mapped[Decimal | None] = mapped_column(Money)
+    price_entry: Mapped[str | None] = mapped_column(String(256))
+    price_effective_from: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    service_tier: Mapped[str | None] = mapped_column(String(32))
+    batch: Mapped[bool] = mapped_column(Boolean, default=False)
+    latency_seconds: Mapped[float] = mapped_column(Float)
+    time_to_first_token_seconds: Mapped[float | None] = mapped_column(Float)
+    overhead_seconds: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        Index(None, "created_at"),
+        Index(None, "team", "created_at"),
+        Index(None, "model", "created_at"),
+        Index(None, "end_user", "created_at"),
+        Index(None, "trace_id"),
+    )
+
+
+class HourlyUsageRow(Base):
+    """Rollup: one row per hour x team x model x upstream."""
+
+    __tablename__ = "hourly_usage"
+
+    hour: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    team: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)
+    upstream: Mapped[str] = mapped_column(String(128), primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    unpriced_calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    audio_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    audio_output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    images: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_system_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tools_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+
+    __table_args__ = (Index(None, "team", "hour"),)
+
+
+class TraceRow(Base):
+    """One row per agent trace: its calls, tokens and cost so far."""
+
+    __tablename__ = "traces"
+
+    trace_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    team: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_call_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    unpriced_calls: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (Index(None, "team", "last_call_at"),)
+
+
+class TeamRow(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class KeyRow(Base):
+    """A proxy key: only its hash and a short visible prefix are stored."""
+
+    __tablename__ = "keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    name: Mapped[str | None] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    models: Mapped[list[str] | None] = mapped_column(Document)
+    end_user: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Set on the old key when it is rotated: it stays valid until then.
+    valid_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index(None, "team_id"),)
+
+
+class BudgetRow(Base):
+    """A team's (or one key's) spending limit per period."""
+
+    __tablename__ = "budgets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    key_id: Mapped[str | None] = mapped_column(ForeignKey("keys.id", ondelete="CASCADE"))
+    period: Mapped[str] = mapped_column(String(16))
+    limit_usd: Mapped[Decimal] = mapped_column(Money)
+    hard: Mapped[bool] = mapped_column(Boolean, default=False)
+    thresholds: Mapped[list[Any]] = mapped_column(Document)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    window_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    window_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (UniqueConstraint("team_id", "key_id"),)

@@ -1,0 +1,1 @@
+"""The ledger's Alembic environment and revisions, shipped inside the package."""
