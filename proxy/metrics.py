@@ -6,8 +6,9 @@ from small fixed sets, and models fold into `other` past `MAX_MODEL_LABELS` dist
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from proxy.ledger.writer import LedgerMetrics
 from proxy.metering.traces import TraceSummary
 from proxy.metering.usage import UsageRecord
 
@@ -81,6 +82,24 @@ class Metrics:
             "Settled records a sink failed to take.",
             ["sink"],
             registry=registry,
+        )
+        self.ledger = LedgerMetrics(
+            queue=Gauge(
+                "llm_proxy_ledger_queue_records",
+                "Settled records not yet in the database.",
+                registry=registry,
+            ),
+            spooled=Gauge(
+                "llm_proxy_ledger_spooled_records",
+                "Records held in the local journal because the database failed, or left by a "
+                "process that died.",
+                registry=registry,
+            ),
+            write_errors=Counter(
+                "llm_proxy_ledger_write_errors",
+                "Failed ledger writes (each is retried).",
+                registry=registry,
+            ),
         )
         self._models: set[str] = set()
 

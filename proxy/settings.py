@@ -72,6 +72,18 @@ class TimeoutConfig(_Strict):
     total: float | None = Field(default=None, gt=0)
 
 
+class LedgerConfig(_Strict):
+    """How records travel from the local journal to the database."""
+
+    journal_dir: Path = Path("metering-journal")
+    batch_size: int = Field(default=500, gt=0)
+    flush_seconds: float = Field(default=0.05, gt=0)
+    fsync_seconds: float = Field(default=0.2, gt=0)
+    # At shutdown: how long to keep copying the journal to the database before leaving the
+    # rest in the journal for the next start.
+    drain_seconds: float = Field(default=10.0, ge=0)
+
+
 class ProxyConfig(_Strict):
     """The TOML config file."""
 
@@ -83,6 +95,9 @@ class ProxyConfig(_Strict):
     prices: dict[str, PriceOverride] = Field(default_factory=dict)
     # An agent trace is finished once no call joined it for this long.
     trace_idle_seconds: float = Field(default=300.0, gt=0)
+    # On SIGTERM, calls in flight (long streams) get this long to finish.
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    ledger: LedgerConfig = LedgerConfig()
 
     @model_validator(mode="after")
     def _names(self) -> ProxyConfig:

@@ -1,0 +1,95 @@
+"""A `UsageRecord` as a ledger row, and as the JSON line the journal keeps of it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from proxy.metering.usage import UsageRecord
+
+Row = dict[str, Any]
+
+_USAGE_COLUMNS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "audio_input_tokens",
+    "image_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "audio_output_tokens",
+    "accepted_prediction_tokens",
+    "rejected_prediction_tokens",
+    "images",
+    "image_size",
+    "image_quality",
+    "input_characters",
+    "audio_seconds",
+)
+_DATETIME_COLUMNS = ("created_at", "price_effective_from")
+_DECIMAL_COLUMNS = ("cost_usd", "audio_seconds")
+
+
+def row_of(record: UsageRecord) -> Row:
+    """The `usage_records` row of a settled record."""
+    usage, price, split = record.usage, record.price, record.prompt_split
+    row: Row = {
+        "request_id": record.request_id,
+        "created_at": record.created_at,
+        "team": record.team,
+        "key_id": record.key_id,
+        "end_user": record.user,
+        "tags": record.tags,
+        "trace_id": record.trace_id,
+        "parent_id": record.parent_id,
+        "upstream": record.upstream,
+        "model": record.model,
+        "endpoint": record.endpoint,
+        "status": record.status,
+        "prompt_system_tokens": split.system if split else None,
+        "prompt_tools_tokens": split.tools if split else None,
+        "prompt_history_tokens": split.history if split else None,
+        "prompt_latest_tokens": split.latest if split else None,
+        "cost_usd": price.cost_usd if price else None,
+        "price_entry": price.entry if price else None,
+        "price_effective_from": price.effective_from if price else None,
+        "estimated": usage.estimated,
+        "service_tier": record.service_tier,
+        "batch": record.batch,
+        "latency_seconds": record.latency_seconds,
+        "time_to_first_token_seconds": record.time_to_first_token_seconds,
+        "overhead_seconds": record.overhead_seconds,
+    }
+    for column in _USAGE_COLUMNS:
+        row[column] = getattr(usage, column)
+    return row
+
+
+def _decimal_as_text(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)  # exact: a float would round money
+    raise TypeError(f"cannot journal {type(value).__name__}")
+
+
+def encode(row: Row) -> bytes:
+    """One journal line (newline included)."""
+    return orjson.dumps(row, default=_decimal_as_text, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def decode(line: bytes) -> Row:
+    """A row back from its journal line; `ValueError` if the line is not one (a torn write)."""
+    try:
+        row: Row = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        raise ValueError("not a journal line") from error
+    if not isinstance(row, dict) or "request_id" not in row:
+        raise ValueError("not a journal line")
+    for column in _DATETIME_COLUMNS:
+        if row.get(column) is not None:
+            row[column] = datetime.fromisoformat(row[column])
+    for column in _DECIMAL_COLUMNS:
+        if row.get(column) is not None:
+            row[column] = Decimal(row[column])
+    return row
