@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import SQLAlchemyError
 
 from proxy.api import ops
 from proxy.api.openai import OpenAIRoute
 from proxy.asgi import ASGIApp, Receive, Scope, Send
+from proxy.ledger.database import create_ledger_engine
+from proxy.ledger.migrations import describe_database, prepare_database
+from proxy.ledger.store import LedgerStore
+from proxy.ledger.writer import LedgerWriter
 from proxy.metering import tokens
 from proxy.metering.batches import BatchMetering, BatchRegistry
 from proxy.metering.settle import Settler
@@ -23,6 +29,8 @@ from proxy.settings import Settings, load_settings
 from proxy.sinks import Publisher, Sink
 from proxy.upstream.client import AiohttpUpstreamClient
 from proxy.upstream.routing import Router
+
+logger = logging.getLogger(__name__)
 
 _LONGEST_TRACE_SWEEP_SECONDS = 5.0
 
@@ -50,6 +58,18 @@ async def _finish_idle_traces(traces: TraceTracker, idle_seconds: float) -> None
         traces.finish_idle()
 
 
+async def _prepare_database(database_url: str) -> None:
+    """Migrate SQLite, refuse an un-migrated Postgres; an unreachable one is waited for."""
+    try:
+        await prepare_database(database_url)
+    except (OSError, SQLAlchemyError) as error:
+        logger.warning(
+            "the database %s is unreachable (%s): records stay journaled until it is back",
+            describe_database(database_url),
+            error,
+        )
+
+
 def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp:
     """Wire upstreams, metering, sinks and routes; the lifespan owns the client and tasks."""
     client = AiohttpUpstreamClient(
@@ -57,14 +77,27 @@ def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp
     )
     metrics = Metrics(CollectorRegistry())
     traces = TraceTracker(settings.proxy.trace_idle_seconds, on_finished=metrics.observe_trace)
-    publisher = Publisher([MetricsSink(metrics), traces, *extra_sinks], metrics.sink_errors)
-    settler = Settler(PriceCatalog(settings.proxy.prices), publisher)
+    database_url = settings.environment.database_url
+    engine = create_ledger_engine(database_url)
+    ledger_config = settings.proxy.ledger
+    ledger = LedgerWriter(
+        LedgerStore(engine),
+        ledger_config.journal_dir,
+        metrics.ledger,
+        batch_size=ledger_config.batch_size,
+        flush_seconds=ledger_config.flush_seconds,
+        fsync_seconds=ledger_config.fsync_seconds,
+    )
+    sinks: list[Sink] = [MetricsSink(metrics), traces, ledger, *extra_sinks]
+    settler = Settler(PriceCatalog(settings.proxy.prices), Publisher(sinks, metrics.sink_errors))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await _prepare_database(database_url)
         # tiktoken's encodings load once, here, not on the first call that needs them.
         await asyncio.to_thread(tokens.warm_up)
         await client.start()
+        ledger.start()
         sweeper = asyncio.create_task(
             _finish_idle_traces(traces, settings.proxy.trace_idle_seconds)
         )
@@ -78,9 +111,12 @@ def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp
                 await sweeper
             traces.finish_idle(now=float("inf"))
             await client.aclose()
+            await ledger.stop(ledger_config.drain_seconds)
+            await engine.dispose()
 
     rest = FastAPI(title="llm-metering-proxy", lifespan=lifespan)
     rest.state.metrics = metrics
+    rest.state.ledger = ledger
     rest.include_router(ops.router)
     route = OpenAIRoute(
         Router.from_settings(settings),

@@ -43,7 +43,12 @@ def _serve(arguments: argparse.Namespace) -> int:
         print(f"metering-proxy: {error}", file=sys.stderr)
         return 2
     except _DATABASE_ERRORS as error:
-        return _database_failure(database_url, error)
+        # Calls are still served and journaled while the database is away: start anyway.
+        print(
+            f"metering-proxy: warning: the database {describe_database(database_url)} is "
+            f"unreachable ({error}); records are kept in the journal until it is back",
+            file=sys.stderr,
+        )
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; a no-op
     # handler makes that a clean exit 0 instead of death by SIGTERM.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
@@ -61,6 +66,7 @@ def _serve(arguments: argparse.Namespace) -> int:
         server_header=False,
         date_header=False,
         access_log=False,
+        timeout_graceful_shutdown=int(settings.proxy.shutdown_grace_seconds),
     )
     return 0
 

@@ -47,9 +47,15 @@ def start_proxy(tmp_path: Path, records: RecordCollector) -> Iterator[ProxyFacto
         numbers = itertools.count()
 
         def start(config_toml: str = "", environ: dict[str, str] | None = None) -> str:
-            config_path = tmp_path / f"config-{next(numbers)}.toml"
-            config_path.write_text(config_toml)
-            settings = load_settings({"METERING_CONFIG": str(config_path), **(environ or {})})
+            number = next(numbers)
+            config_path = tmp_path / f"config-{number}.toml"
+            journal = tmp_path / f"journal-{number}"
+            config_path.write_text(f'{config_toml}\n[ledger]\njournal_dir = "{journal}"\n')
+            base_environ = {
+                "METERING_CONFIG": str(config_path),
+                "METERING_DATABASE_URL": sqlite_url(tmp_path / f"ledger-{number}"),
+            }
+            settings = load_settings({**base_environ, **(environ or {})})
             app = create_app(settings, extra_sinks=[records])
             server: AbstractContextManager[str] = serve_in_thread(app)
             return f"{stack.enter_context(server)}/v1"

@@ -17,11 +17,19 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Ready to forward calls: the upstream client has started."""
-    ready: bool = getattr(request.app.state, "ready", False)
-    return JSONResponse(
-        {"status": "ready" if ready else "starting"}, status_code=200 if ready else 503
-    )
+    """Ready to forward calls and keep their records: started, and the journal is writable.
+
+    A database that is down does not make the proxy unready: records wait in the journal.
+    """
+    state = request.app.state
+    if not getattr(state, "ready", False):
+        return JSONResponse({"status": "starting"}, status_code=503)
+    if not state.ledger.journal_writable:
+        return JSONResponse(
+            {"status": "journal_unwritable", "detail": "records are held in memory"},
+            status_code=503,
+        )
+    return JSONResponse({"status": "ready"})
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

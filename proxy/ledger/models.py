@@ -27,10 +27,38 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
-# Money: 20 digits, 10 after the point (a tenth of a nano-dollar), never a float.
-Money = Numeric(20, 10)
+MONEY_SCALE = 10
+
+
+class Money(TypeDecorator[Decimal]):
+    """USD to 10 decimal places, exact on both engines: NUMERIC(20, 10) on Postgres; on SQLite
+    (which has no decimal type and would sum floats) an integer count of 1e-10 USD."""
+
+    impl = Numeric(20, 10)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(Numeric(20, 10))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return value
+        return int(Decimal(value).scaleb(MONEY_SCALE).to_integral_value())
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return Decimal(int(value)).scaleb(-MONEY_SCALE)
+        return Decimal(value)
+
+
 # JSONB on Postgres (indexable, compact), JSON text elsewhere.
 Document = JSON().with_variant(JSONB(), "postgresql")
 UtcDateTime = DateTime(timezone=True)
@@ -81,7 +109,7 @@ class UsageRow(Base):
     prompt_tools_tokens: Mapped[int | None] = mapped_column(BigInteger)
     prompt_history_tokens: Mapped[int | None] = mapped_column(BigInteger)
     prompt_latest_tokens: Mapped[int | None] = mapped_column(BigInteger)
-    cost_usd: Mapped[Decimal | None] = mapped_column(Money)
+    cost_usd: Mapped[Decimal | None] = mapped_column(Money())
     price_entry: Mapped[str | None] = mapped_column(String(256))
     price_effective_from: Mapped[datetime | None] = mapped_column(UtcDateTime)
     estimated: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -120,7 +148,7 @@ class HourlyUsageRow(Base):
     images: Mapped[int] = mapped_column(BigInteger, default=0)
     prompt_system_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     prompt_tools_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    cost_usd: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
 
     __table_args__ = (Index(None, "team", "hour"),)
 
@@ -137,7 +165,7 @@ class TraceRow(Base):
     calls: Mapped[int] = mapped_column(BigInteger, default=0)
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    cost_usd: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
     unpriced_calls: Mapped[int] = mapped_column(BigInteger, default=0)
 
     __table_args__ = (Index(None, "team", "last_call_at"),)
@@ -182,7 +210,7 @@ class BudgetRow(Base):
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
     key_id: Mapped[str | None] = mapped_column(ForeignKey("keys.id", ondelete="CASCADE"))
     period: Mapped[str] = mapped_column(String(16))
-    limit_usd: Mapped[Decimal] = mapped_column(Money)
+    limit_usd: Mapped[Decimal] = mapped_column(Money())
     hard: Mapped[bool] = mapped_column(Boolean, default=False)
     thresholds: Mapped[list[Any]] = mapped_column(Document)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")

@@ -20,7 +20,8 @@ depends_on: str | Sequence[str] | None = None
 
 # The types as proxy/ledger/models.py had them at this revision; a migration never imports the
 # models, which move on after it.
-Money = sa.Numeric(precision=20, scale=10)
+# Money is exact on both engines: NUMERIC on Postgres, integer 1e-10 USD units on SQLite.
+Money = sa.Numeric(precision=20, scale=10).with_variant(sa.BigInteger(), "sqlite")
 Document = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 UtcDateTime = sa.DateTime(timezone=True)
 
