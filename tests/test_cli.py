@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,42 +11,7 @@ import pytest
 
 from tests.conftest import single_upstream_config
 from tests.support.fake_upstream import FakeUpstream
-
-CLI = str(Path(sys.executable).with_name("metering-proxy"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def serving(*arguments: str, cwd: Path) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [CLI, "serve", "--port", str(port), *arguments],
-        cwd=cwd,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("METERING_", "OPENAI_"))},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the proxy did not become ready"
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
+from tests.support.process import CLI, serving
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

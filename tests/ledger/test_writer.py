@@ -1,0 +1,231 @@
+"""Every settled record reaches the database exactly once: through outages, restarts and crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from proxy.ledger.database import create_ledger_engine
+from proxy.ledger.journal import JournalFile
+from proxy.ledger.migrations import upgrade_to_head
+from proxy.ledger.models import HourlyUsageRow, TraceRow, UsageRow
+from proxy.ledger.rows import encode, row_of
+from proxy.ledger.store import LedgerStore
+from proxy.ledger.writer import LedgerWriter
+from proxy.metering.usage import Price, PromptSplit, Usage, UsageRecord
+from proxy.metrics import Metrics
+from tests.support.relay import TcpRelay
+
+CREATED_AT = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
+
+
+def record(
+    number: int, trace_id: str | None = None, cost: str | None = "0.0012345678"
+) -> UsageRecord:
+    return UsageRecord(
+        request_id=f"req-{number:06d}",
+        created_at=CREATED_AT,
+        team="search",
+        upstream="openai",
+        endpoint="chat",
+        model="gpt-4o",
+        status="200",
+        usage=Usage(input_tokens=100, cached_input_tokens=40, output_tokens=20, reasoning_tokens=5),
+        price=None if cost is None else Price(Decimal(cost), "config:gpt-4o"),
+        latency_seconds=0.5,
+        trace_id=trace_id,
+        tags={"feature": "search"},
+        prompt_split=PromptSplit(system=60, tools=10, history=20, latest=10),
+    )
+
+
+async def count_rows(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int(
+            (await connection.execute(select(func.count()).select_from(UsageRow))).scalar_one()
+        )
+
+
+async def eventually(check: Callable[[], object], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def running_writer(
+    database_url: str, journal_dir: Path, metrics: Metrics | None = None
+) -> AsyncIterator[tuple[LedgerWriter, Metrics]]:
+    metrics = metrics or Metrics(CollectorRegistry())
+    engine = create_ledger_engine(database_url)
+    writer = LedgerWriter(LedgerStore(engine), journal_dir, metrics.ledger, flush_seconds=0.01)
+    writer.start()
+    try:
+        yield writer, metrics
+    finally:
+        await writer.stop(drain_seconds=2)
+        await engine.dispose()
+
+
+def gauge(metrics: Metrics, name: str) -> float:
+    return metrics.registry.get_sample_value(name) or 0.0
+
+
+async def test_records_reach_the_database_with_their_rollup_and_trace(
+    database_url: str, tmp_path: Path
+) -> None:
+    await upgrade_to_head(database_url)
+    async with running_writer(database_url, tmp_path / "journal") as (writer, _):
+        for number in range(1200):
+            writer.publish(record(number, trace_id="trace-1" if number < 3 else None))
+    engine = create_ledger_engine(database_url)
+    try:
+        assert await count_rows(engine) == 1200
+        async with AsyncSession(engine) as session:
+            rollup = (await session.execute(select(HourlyUsageRow))).scalars().all()
+            trace = (await session.execute(select(TraceRow))).scalar_one()
+            stored = await session.get_one(UsageRow, "req-000007")
+    finally:
+        await engine.dispose()
+    (hour,) = rollup
+    assert (hour.calls, hour.input_tokens, hour.cached_input_tokens) == (1200, 120_000, 48_000)
+    assert hour.cost_usd == Decimal("0.0012345678") * 1200
+    assert hour.prompt_system_tokens == 60 * 1200
+    assert hour.hour.replace(tzinfo=UTC) == CREATED_AT.replace(minute=0)
+    assert (trace.calls, trace.cost_usd) == (3, Decimal("0.0037037034"))
+    assert stored.cost_usd == Decimal("0.0012345678") and stored.tags == {"feature": "search"}
+    assert list((tmp_path / "journal").iterdir()) == []
+
+
+async def test_a_record_written_twice_is_stored_and_rolled_up_once(database_url: str) -> None:
+    await upgrade_to_head(database_url)
+    engine = create_ledger_engine(database_url)
+    store = LedgerStore(engine)
+    row = row_of(record(1, trace_id="trace-1"))
+    try:
+        assert await store.write([row]) == 1
+        assert await store.write([row, row_of(record(2))]) == 1
+        async with engine.connect() as connection:
+            calls = (await connection.execute(select(func.sum(HourlyUsageRow.calls)))).scalar_one()
+            trace_calls = (await connection.execute(select(TraceRow.calls))).scalar_one()
+        assert (await count_rows(engine), calls, trace_calls) == (2, 2, 1)
+    finally:
+        await engine.dispose()
+
+
+async def test_unpriced_records_keep_a_null_cost(database_url: str) -> None:
+    await upgrade_to_head(database_url)
+    engine = create_ledger_engine(database_url)
+    try:
+        await LedgerStore(engine).write([row_of(record(1, cost=None))])
+        async with engine.connect() as connection:
+            cost = (await connection.execute(select(UsageRow.cost_usd))).scalar_one()
+            unpriced = (
+                await connection.execute(select(HourlyUsageRow.unpriced_calls))
+            ).scalar_one()
+        assert (cost, unpriced) == (None, 1)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_database_outage_loses_and_doubles_nothing(
+    postgres_database_url: str, tmp_path: Path
+) -> None:
+    await upgrade_to_head(postgres_database_url)
+    url = make_url(postgres_database_url)
+    relay = TcpRelay(url.host or "127.0.0.1", url.port or 5432)
+    await relay.restore()
+    through_relay = url.set(port=relay.port).render_as_string(hide_password=False)
+    direct = create_ledger_engine(postgres_database_url)
+    try:
+        async with running_writer(through_relay, tmp_path / "journal") as (writer, metrics):
+            for number in range(100):
+                writer.publish(record(number))
+            await eventually(lambda: gauge(metrics, "llm_proxy_ledger_queue_records") == 0)
+            await relay.cut()
+            for number in range(100, 400):
+                writer.publish(record(number))
+            await eventually(lambda: gauge(metrics, "llm_proxy_ledger_spooled_records") == 300)
+            assert gauge(metrics, "llm_proxy_ledger_write_errors_total") > 0
+            assert await count_rows(direct) == 100
+            await relay.restore()
+            await eventually(lambda: gauge(metrics, "llm_proxy_ledger_queue_records") == 0)
+        assert await count_rows(direct) == 400
+        async with direct.connect() as connection:
+            calls = (await connection.execute(select(func.sum(HourlyUsageRow.calls)))).scalar_one()
+        assert calls == 400
+    finally:
+        await relay.cut()
+        await direct.dispose()
+
+
+async def test_a_journal_left_by_a_dead_process_is_replayed_at_start(
+    database_url: str, tmp_path: Path
+) -> None:
+    await upgrade_to_head(database_url)
+    journal_dir = tmp_path / "journal"
+    dead = JournalFile.create(journal_dir)
+    for number in range(50):
+        dead.append(encode(row_of(record(number))))
+    dead.append(b'{"request_id": "req-torn", "creat')  # the write a SIGKILL cut short
+    dead.close(delete=False)  # the process died: its lock is gone, its file stays
+    async with running_writer(database_url, journal_dir):
+        engine = create_ledger_engine(database_url)
+        try:
+            await eventually(lambda: count_rows(engine))
+            await eventually(lambda: not dead.path.exists())
+            assert await count_rows(engine) == 50
+        finally:
+            await engine.dispose()
+
+
+async def test_the_journal_of_a_live_process_is_left_alone(
+    sqlite_database_url: str, tmp_path: Path
+) -> None:
+    await upgrade_to_head(sqlite_database_url)
+    journal_dir = tmp_path / "journal"
+    alive = JournalFile.create(journal_dir)
+    alive.append(encode(row_of(record(1))))
+    try:
+        async with running_writer(sqlite_database_url, journal_dir):
+            await asyncio.sleep(0.2)
+        engine = create_ledger_engine(sqlite_database_url)
+        assert await count_rows(engine) == 0
+        await engine.dispose()
+        assert alive.path.exists()
+    finally:
+        alive.close(delete=True)
+
+
+async def test_stopping_with_the_database_down_keeps_the_journal_for_the_next_start(
+    sqlite_database_url: str, tmp_path: Path
+) -> None:
+    journal_dir = tmp_path / "journal"
+    unreachable = "postgresql+asyncpg://postgres@127.0.0.1:9/nowhere"
+    async with running_writer(unreachable, journal_dir) as (writer, _):
+        for number in range(10):
+            writer.publish(record(number))
+    (left,) = journal_dir.iterdir()
+    await upgrade_to_head(sqlite_database_url)
+    async with running_writer(sqlite_database_url, journal_dir):
+        engine = create_ledger_engine(sqlite_database_url)
+        await eventually(lambda: count_rows(engine))
+        assert await count_rows(engine) == 10
+        await engine.dispose()
+    assert not left.exists()
