@@ -188,3 +188,11 @@ def test_compose_postgres_keeps_its_data_in_a_named_volume() -> None:
     named = {volume.split(":", 1)[0] for volume in postgres_volumes}
 
     assert named & set(document["volumes"]), postgres_volumes
+
+
+def test_compose_migrates_the_ledger_before_the_proxy_starts() -> None:
+    services = _compose_services()
+    assert services["migrate"]["command"] == ["migrate"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    condition = services["proxy"]["depends_on"]["migrate"]["condition"]
+    assert condition == "service_completed_successfully"
