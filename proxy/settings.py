@@ -82,6 +82,8 @@ class LedgerConfig(_Strict):
     # At shutdown: how long to keep copying the journal to the database before leaving the
     # rest in the journal for the next start.
     drain_seconds: float = Field(default=10.0, ge=0)
+    # Raw rows older than this many days are deleted (the hourly rollup stays); None keeps all.
+    retention_days: int | None = Field(default=None, gt=0)
 
 
 class ProxyConfig(_Strict):
