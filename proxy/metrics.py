@@ -6,8 +6,11 @@ from small fixed sets, and models fold into `other` past `MAX_MODEL_LABELS` dist
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from proxy.ledger.gpu_hours import CostChange
 from proxy.ledger.writer import LedgerMetrics
 from proxy.metering.traces import TraceSummary
 from proxy.metering.usage import UsageRecord
@@ -111,6 +114,13 @@ class Metrics:
         self._models.add(model)
         return model
 
+    def add_gpu_hour_costs(self, changes: Sequence[CostChange]) -> None:
+        """Cost put on self-hosted calls once their hour was split (a counter only goes up)."""
+        for change in changes:
+            if change.cost_usd > 0:
+                labels = (change.team, self.model_label(change.model), change.upstream)
+                self.cost.labels(*labels).inc(float(change.cost_usd))
+
     def observe_trace(self, summary: TraceSummary) -> None:
         self.trace_calls.observe(summary.calls)
 
@@ -142,10 +152,11 @@ class MetricsSink:
             count = getattr(record.usage, attribute)
             if count:
                 metrics.tokens.labels(team, model, upstream, kind).inc(count)
-        if record.price is None:
+        if record.price is not None:
+            if record.price.cost_usd:
+                metrics.cost.labels(team, model, upstream).inc(float(record.price.cost_usd))
+        elif not record.gpu_hours_pending:  # GPU hours are added once their hour is split
             metrics.unpriced.labels(model).inc()
-        elif record.price.cost_usd:
-            metrics.cost.labels(team, model, upstream).inc(float(record.price.cost_usd))
         if not record.batch:  # a batch request's duration is the batch's, not a call's
             metrics.duration.labels(model, upstream, record.endpoint).observe(
                 record.latency_seconds

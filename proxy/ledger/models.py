@@ -171,6 +171,22 @@ class TraceRow(Base):
     __table_args__ = (Index(None, "team", "last_call_at"),)
 
 
+class GpuHourRow(Base):
+    """A closed hour of a self-hosted upstream priced by GPU time: what it cost, whom it served.
+
+    `idle_cost_usd` is the cost no call carries: the whole hour when it served no call.
+    """
+
+    __tablename__ = "gpu_hours"
+
+    upstream: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    hourly_cost_usd: Mapped[Decimal] = mapped_column(Money())
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    idle_cost_usd: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
+
+
 class TeamRow(Base):
     __tablename__ = "teams"
 

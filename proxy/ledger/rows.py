@@ -10,6 +10,9 @@ import orjson
 
 from proxy.metering.usage import UsageRecord
 
+# The price entry of a call whose GPU hour is not split yet (see proxy/ledger/gpu_hours.py).
+PENDING = "gpu-hour:pending"
+
 Row = dict[str, Any]
 
 _USAGE_COLUMNS = (
@@ -53,7 +56,7 @@ def row_of(record: UsageRecord) -> Row:
         "prompt_history_tokens": split.history if split else None,
         "prompt_latest_tokens": split.latest if split else None,
         "cost_usd": price.cost_usd if price else None,
-        "price_entry": price.entry if price else None,
+        "price_entry": price.entry if price else (PENDING if record.gpu_hours_pending else None),
         "price_effective_from": price.effective_from if price else None,
         "estimated": usage.estimated,
         "service_tier": record.service_tier,

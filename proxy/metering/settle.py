@@ -38,8 +38,10 @@ class Settler:
         tap = exchange.tap
         holder = _usage_holder(exchange)
         service_tier = holder.get("service_tier") if holder else None
-        price = self._price(exchange, usage, service_tier)
-        self._warn_once_if_unpriced(exchange.model, price)
+        gpu_hours_pending = _priced_by_gpu_hours(exchange) and usage != _EMPTY
+        price = None if gpu_hours_pending else self._price(exchange, usage, service_tier)
+        if not gpu_hours_pending:
+            self._warn_once_if_unpriced(exchange.model, price)
         record = UsageRecord(
             request_id=exchange.request_id,
             created_at=exchange.created_at,
@@ -65,6 +67,7 @@ class Settler:
             parent_id=exchange.parent_id,
             prompt_split=_prompt_split(exchange, usage),
             service_tier=service_tier if isinstance(service_tier, str) else None,
+            gpu_hours_pending=gpu_hours_pending,
         )
         self._publisher.publish(record)
         return record
@@ -143,6 +146,10 @@ class Settler:
             at=exchange.created_at,
             service_tier=service_tier if isinstance(service_tier, str) else None,
         )
+
+
+def _priced_by_gpu_hours(exchange: Exchange) -> bool:
+    return exchange.upstream is not None and exchange.upstream.config.hourly_cost_usd is not None
 
 
 def _usage_holder(exchange: Exchange) -> dict[str, Any] | None:

@@ -79,6 +79,8 @@ class UsageRecord:
     prompt_split: PromptSplit | None = None
     service_tier: str | None = None
     batch: bool = False
+    # A self-hosted upstream priced by GPU time: the cost comes once the call's hour is split.
+    gpu_hours_pending: bool = False
 
     @property
     def cost_usd(self) -> Decimal | None:

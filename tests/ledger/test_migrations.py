@@ -25,6 +25,9 @@ from tests.support.databases import model_differences, on_connection, sqlite_url
 CLI = str(Path(sys.executable).with_name("metering-proxy"))
 LEDGER_TABLES = set(Base.metadata.tables)
 
+# The newest revision in proxy/migrations/versions.
+HEAD_REVISION = "0002"
+
 
 async def run_cli(*arguments: str, database_url: str, cwd: Path) -> tuple[int, str, str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("METERING_", "OPENAI_"))}
@@ -79,7 +82,7 @@ async def test_upgraded_database_is_at_head(database_url: str) -> None:
 async def test_upgrade_reports_the_revisions_before_and_after(database_url: str) -> None:
     upgrade = await upgrade_to_head(database_url)
 
-    assert (upgrade.before, upgrade.after) == ((), ("0001",))
+    assert (upgrade.before, upgrade.after) == ((), (HEAD_REVISION,))
 
 
 async def test_upgrading_a_database_at_head_changes_nothing(database_url: str) -> None:
@@ -87,7 +90,7 @@ async def test_upgrading_a_database_at_head_changes_nothing(database_url: str) -
 
     upgrade = await upgrade_to_head(database_url)
 
-    assert upgrade.before == upgrade.after == ("0001",)
+    assert upgrade.before == upgrade.after == (HEAD_REVISION,)
 
 
 async def test_concurrent_upgrades_both_succeed(database_url: str) -> None:
@@ -157,7 +160,7 @@ async def test_migrate_command_migrates_a_fresh_database(database_url: str, tmp_
     status, stdout, stderr = await run_cli("migrate", database_url=database_url, cwd=tmp_path)
 
     assert status == 0, stderr
-    assert "0001" in stdout
+    assert HEAD_REVISION in stdout
     assert await is_at_head(database_url)
 
 

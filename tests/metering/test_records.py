@@ -368,3 +368,16 @@ def test_an_unpriced_model_is_named_in_one_log_line(
     assert all(record.price is None for record in records.wait_for(3))
     warnings = [r for r in caplog.records if "house-model-7" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_a_gpu_hour_upstream_leaves_the_cost_to_the_hour_split(
+    fake_upstream: ProxyToFake, start_proxy: ProxyFactory, records: RecordCollector
+) -> None:
+    _, upstream_url = fake_upstream
+    proxy_url = start_proxy(
+        single_upstream_config(upstream_url) + 'kind = "openai-compatible"\nhourly_cost_usd = 2.5\n'
+    )
+    sdk(proxy_url).chat.completions.create(model="llama-3.1-70b", messages=HI)
+    record = records.only()
+    assert record.gpu_hours_pending and record.price is None
+    assert record.usage.input_tokens == 12

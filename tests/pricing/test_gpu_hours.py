@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
-import pytest
-
-from proxy.pricing.gpu_hours import GpuCall, GpuHourAllocator, allocate
+from proxy.pricing.gpu_hours import GpuCall, allocate, hour_start
 
 TEN_AM = datetime(2026, 11, 1, 10, tzinfo=UTC)
 
@@ -55,59 +53,7 @@ def test_calls_without_tokens_share_the_hour_equally() -> None:
     assert [share.cost_usd for share in shares] == [Decimal(1), Decimal(1)]
 
 
-def test_hour_without_calls_is_idle_at_its_whole_cost() -> None:
-    allocator = GpuHourAllocator({"gpu": Decimal("2.50")})
-
-    hour = allocator.close_hour("gpu", TEN_AM)
-
-    assert hour.calls == ()
-    assert hour.idle_cost_usd == Decimal("2.50")
-
-
-def test_partly_used_hour_is_charged_in_full_to_its_calls() -> None:
-    allocator = GpuHourAllocator({"gpu": Decimal("2.50")})
-    allocator.record("gpu", TEN_AM, request_id="r1", team="a", model="llama", tokens=10)
-
-    hour = allocator.close_hour("gpu", TEN_AM)
-
-    assert [share.cost_usd for share in hour.calls] == [Decimal("2.50")]
-    assert hour.idle_cost_usd == 0
-
-
-def test_calls_are_tallied_per_upstream_and_utc_hour() -> None:
-    allocator = GpuHourAllocator({"a": Decimal(1), "b": Decimal(1)})
-    # 11:30 at UTC+02:00 is 09:30 UTC: the hour before ten.
-    allocator.record(
-        "a",
-        datetime(2026, 11, 1, 11, 30, tzinfo=timezone(timedelta(hours=2))),
-        request_id="early",
-        team="t",
-        model="m",
-        tokens=1,
-    )
-    allocator.record(
-        "a", TEN_AM + timedelta(minutes=59), request_id="r1", team="t", model="m", tokens=1
-    )
-    allocator.record("b", TEN_AM, request_id="r2", team="t", model="m", tokens=1)
-
-    nine = allocator.close_hour("a", TEN_AM - timedelta(hours=1))
-    ten = allocator.close_hour("a", TEN_AM)
-
-    assert [share.call.request_id for share in nine.calls] == ["early"]
-    assert [share.call.request_id for share in ten.calls] == ["r1"]
-    assert ten.hour == TEN_AM
-
-
-def test_call_for_a_closed_hour_is_refused() -> None:
-    allocator = GpuHourAllocator({"gpu": Decimal(1)})
-    allocator.close_hour("gpu", TEN_AM)
-
-    with pytest.raises(ValueError, match="closed"):
-        allocator.record("gpu", TEN_AM, request_id="late", team="t", model="m", tokens=1)
-
-
-def test_call_on_an_upstream_without_hourly_cost_is_refused() -> None:
-    allocator = GpuHourAllocator({"gpu": Decimal(1)})
-
-    with pytest.raises(ValueError, match="no hourly cost"):
-        allocator.record("vendor", TEN_AM, request_id="r", team="t", model="m", tokens=1)
+def test_hour_start_is_the_utc_hour_and_naive_times_are_utc() -> None:
+    assert hour_start(datetime(2026, 11, 1, 10, 59, 59)) == TEN_AM
+    eleven_in_paris = datetime(2026, 11, 1, 11, 30, tzinfo=timezone(timedelta(hours=1)))
+    assert hour_start(eleven_in_paris) == TEN_AM
