@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from proxy.api import ops
+from proxy.api import ops, usage
 from proxy.api.openai import OpenAIRoute
 from proxy.asgi import ASGIApp, Receive, Scope, Send
 from proxy.ledger.database import create_ledger_engine
+from proxy.ledger.gpu_hours import price_gpu_hours
+from proxy.ledger.jobs import run_every
 from proxy.ledger.migrations import describe_database, prepare_database
+from proxy.ledger.retention import delete_old_rows
 from proxy.ledger.store import LedgerStore
 from proxy.ledger.writer import LedgerWriter
 from proxy.metering import tokens
@@ -33,6 +38,8 @@ from proxy.upstream.routing import Router
 logger = logging.getLogger(__name__)
 
 _LONGEST_TRACE_SWEEP_SECONDS = 5.0
+_RETENTION_SECONDS = 3600.0
+_GPU_HOURS_SECONDS = 60.0
 
 
 class ProxyApp:
@@ -56,6 +63,33 @@ async def _finish_idle_traces(traces: TraceTracker, idle_seconds: float) -> None
     while True:
         await asyncio.sleep(interval)
         traces.finish_idle()
+
+
+def _ledger_jobs(
+    settings: Settings, engine: AsyncEngine, metrics: Metrics
+) -> list[Coroutine[Any, Any, None]]:
+    """Retention, when configured, and the GPU-hour split, when an upstream is priced so."""
+    jobs = []
+    retention_days = settings.proxy.ledger.retention_days
+    if retention_days is not None:
+
+        async def delete_expired() -> None:
+            await delete_old_rows(engine, retention_days, datetime.now(UTC))
+
+        jobs.append(run_every(_RETENTION_SECONDS, delete_expired, "retention"))
+    hourly_costs = {
+        upstream.config.name: upstream.config.hourly_cost_usd
+        for upstream in settings.upstreams
+        if upstream.config.hourly_cost_usd is not None
+    }
+    if hourly_costs:
+
+        async def split_gpu_hours() -> None:
+            changes = await price_gpu_hours(engine, hourly_costs, datetime.now(UTC))
+            metrics.add_gpu_hour_costs(changes)
+
+        jobs.append(run_every(_GPU_HOURS_SECONDS, split_gpu_hours, "gpu-hours"))
+    return jobs
 
 
 async def _prepare_database(database_url: str) -> None:
@@ -98,17 +132,18 @@ def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp
         await asyncio.to_thread(tokens.warm_up)
         await client.start()
         ledger.start()
-        sweeper = asyncio.create_task(
-            _finish_idle_traces(traces, settings.proxy.trace_idle_seconds)
-        )
+        background = [
+            asyncio.create_task(_finish_idle_traces(traces, settings.proxy.trace_idle_seconds)),
+            *(asyncio.create_task(job) for job in _ledger_jobs(settings, engine, metrics)),
+        ]
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             traces.finish_idle(now=float("inf"))
             await client.aclose()
             await ledger.stop(ledger_config.drain_seconds)
@@ -117,7 +152,10 @@ def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp
     rest = FastAPI(title="llm-metering-proxy", lifespan=lifespan)
     rest.state.metrics = metrics
     rest.state.ledger = ledger
+    rest.state.ledger_engine = engine
+    rest.state.admin_key = settings.environment.admin_key
     rest.include_router(ops.router)
+    rest.include_router(usage.router)
     route = OpenAIRoute(
         Router.from_settings(settings),
         client,
