@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
+from proxy import reports_cli
 from proxy.ledger.migrations import (
     DatabaseSchemaError,
     Upgrade,
@@ -121,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
         "migrate", help="upgrade the ledger database ($METERING_DATABASE_URL) to the latest schema"
     )
     migrate.set_defaults(handler=_migrate)
+    reports_cli.register(commands)
     return parser
 
 

@@ -1,0 +1,235 @@
+"""`/usage/*`: usage reports over the ledger, as JSON.
+
+Every answer other than 200 is in OpenAI's error shape, bad parameters included (400, never
+FastAPI's 422), so that clients handle the proxy's errors one way.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, SecretStr
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from proxy.errors import ProxyError
+from proxy.ledger.reports.documents import RequestPage, Summary, TopTraces, TraceTree
+from proxy.ledger.reports.filters import (
+    ReportError,
+    UsageFilter,
+    group_by,
+    text_value,
+    usage_filter,
+    window,
+)
+from proxy.ledger.reports.records import MAX_PAGE_SIZE, list_records
+from proxy.ledger.reports.summary import summarize
+from proxy.ledger.reports.traces import MAX_TOP_TRACES, top_traces, trace_tree
+
+logger = logging.getLogger(__name__)
+
+
+class Unauthorized(ProxyError):
+    status = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class TraceNotFound(ProxyError):
+    status = 404
+    error_type = "invalid_request_error"
+    code = "trace_not_found"
+
+
+class LedgerUnavailable(ProxyError):
+    status = 503
+    code = "ledger_unavailable"
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorDocument(BaseModel):
+    """OpenAI's error shape."""
+
+    error: ErrorDetail
+
+
+class _OpenAIErrorRoute(APIRoute):
+    """Answers every error of the route, from parameter parsing on, in OpenAI's shape."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as error:
+                return _error_response(_invalid_parameter(error))
+            except ProxyError as error:
+                return _error_response(error)
+            except (OSError, SQLAlchemyError) as error:
+                logger.warning("a usage report could not read the ledger: %s", error)
+                return _error_response(LedgerUnavailable("The ledger database is unavailable."))
+
+        return handle
+
+
+def _error_response(error: ProxyError) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
+    return Response(error.body(), error.status, headers, media_type="application/json")
+
+
+def _invalid_parameter(error: RequestValidationError) -> ReportError:
+    first: dict[str, Any] = next(iter(error.errors()), {})
+    location = first.get("loc", ())
+    param = str(location[-1]) if location else None
+    return ReportError(f"Invalid `{param}`: {first.get('msg', 'invalid value')}.", param=param)
+
+
+async def require_admin_key(request: Request) -> None:
+    """With `METERING_ADMIN_KEY` set, only `Authorization: Bearer <that key>` may read usage."""
+    admin_key: SecretStr | None = request.app.state.admin_key
+    if admin_key is None:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    # Starlette decodes headers as latin-1: encoding back gives the bytes the client sent.
+    given = token.strip().encode("latin-1")
+    expected = admin_key.get_secret_value().encode("utf-8")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
+        raise Unauthorized("Reading usage needs `Authorization: Bearer` with the admin key.")
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorDocument, "description": description}
+
+
+router = APIRouter(
+    prefix="/usage",
+    tags=["usage"],
+    route_class=_OpenAIErrorRoute,
+    dependencies=[Depends(require_admin_key)],
+    responses={
+        400: _error("A parameter is invalid."),
+        401: _error("The admin key is missing or wrong."),
+        503: _error("The ledger database is unavailable."),
+    },
+)
+
+Since = Annotated[
+    datetime | None,
+    Query(
+        description="Start of the window, inclusive; ISO 8601, UTC unless an offset is given. "
+        "Default: 30 days before `until`."
+    ),
+]
+Until = Annotated[datetime | None, Query(description="End of the window, exclusive; default: now.")]
+
+
+def _ledger(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.ledger_engine
+    return engine
+
+
+async def _usage_filter(
+    since: Since = None,
+    until: Until = None,
+    team: Annotated[str | None, Query(description="Only this team's calls.")] = None,
+    model: Annotated[str | None, Query(description="Only calls to this model.")] = None,
+    upstream: Annotated[str | None, Query(description="Only calls to this upstream.")] = None,
+    endpoint: Annotated[
+        str | None, Query(description="Only this endpoint family, e.g. `chat`.")
+    ] = None,
+    user: Annotated[str | None, Query(description="Only this end user's calls.")] = None,
+    tag: Annotated[
+        list[str] | None,
+        Query(description="Only calls with this tag, as KEY:VALUE; repeat to require several."),
+    ] = None,
+) -> UsageFilter:
+    """The window and filters of the query parameters."""
+    return usage_filter(
+        window(since, until, datetime.now(UTC)),
+        team=team,
+        model=model,
+        upstream=upstream,
+        endpoint=endpoint,
+        user=user,
+        tags=tag or (),
+    )
+
+
+Ledger = Annotated[AsyncEngine, Depends(_ledger)]
+Filters = Annotated[UsageFilter, Depends(_usage_filter)]
+# As X-Metering-Trace-Id takes them (request ids, which name one-call traces, are hex), less ids
+# of dots only: clients would resolve them away as `.` and `..` path segments.
+TRACE_ID_PATTERN = r"^[A-Za-z0-9_.:\-]*[A-Za-z0-9_:\-][A-Za-z0-9_.:\-]*$"
+
+
+@router.get("/summary", response_model=Summary)
+async def summary(
+    ledger: Ledger,
+    usage: Filters,
+    group_by_: Annotated[
+        str | None,
+        Query(
+            alias="group_by",
+            description="Comma-separated: team, model, upstream, user, endpoint, day, hour, "
+            "tag:KEY. None: one group of every call.",
+        ),
+    ] = None,
+) -> Summary:
+    """Calls, tokens, cost and hidden-prompt share, grouped, with totals."""
+    return await summarize(ledger, usage, group_by(group_by_))
+
+
+@router.get("/requests", response_model=RequestPage)
+async def requests(
+    ledger: Ledger,
+    usage: Filters,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = 100,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+) -> RequestPage:
+    """The records, newest first, a page at a time."""
+    return await list_records(ledger, usage, limit, cursor or None)
+
+
+@router.get(
+    "/traces/{trace_id}",
+    response_model=TraceTree,
+    responses={404: _error("No call of this trace is in the ledger.")},
+)
+async def trace(
+    ledger: Ledger,
+    trace_id: Annotated[
+        str, Path(pattern=TRACE_ID_PATTERN, max_length=128, description="The trace's id.")
+    ],
+) -> TraceTree:
+    """A trace's calls as a tree, with per-call and total cost."""
+    tree = await trace_tree(ledger, trace_id)
+    if tree is None:
+        raise TraceNotFound(f"No trace `{trace_id}` in the ledger.", param="trace_id")
+    return tree
+
+
+@router.get("/top-traces", response_model=TopTraces)
+async def top(
+    ledger: Ledger,
+    since: Since = None,
+    until: Until = None,
+    team: Annotated[str | None, Query(description="Only this team's traces.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_TOP_TRACES, description="How many.")] = 10,
+) -> TopTraces:
+    """The most expensive traces with a call in the window."""
+    span = window(since, until, datetime.now(UTC))
+    return await top_traces(ledger, span, text_value(team, "team"), limit)
