@@ -23,6 +23,7 @@ from proxy.ledger.jobs import run_every
 from proxy.ledger.migrations import describe_database, prepare_database
 from proxy.ledger.retention import delete_old_rows
 from proxy.ledger.store import LedgerStore
+from proxy.ledger.whatif import WhatIf
 from proxy.ledger.writer import LedgerWriter
 from proxy.metering import tokens
 from proxy.metering.batches import BatchMetering, BatchRegistry
@@ -123,7 +124,8 @@ def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp
         fsync_seconds=ledger_config.fsync_seconds,
     )
     sinks: list[Sink] = [MetricsSink(metrics), traces, ledger, *extra_sinks]
-    settler = Settler(PriceCatalog(settings.proxy.prices), Publisher(sinks, metrics.sink_errors))
+    catalog = PriceCatalog(settings.proxy.prices)
+    settler = Settler(catalog, Publisher(sinks, metrics.sink_errors))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -154,6 +156,8 @@ def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp
     rest.state.ledger = ledger
     rest.state.ledger_engine = engine
     rest.state.admin_key = settings.environment.admin_key
+    upstream_configs = {upstream.config.name: upstream.config for upstream in settings.upstreams}
+    rest.state.what_if = WhatIf(engine, catalog, upstream_configs)
     rest.include_router(ops.router)
     rest.include_router(usage.router)
     route = OpenAIRoute(

@@ -29,7 +29,11 @@ from proxy.ledger.reports.filters import (
     window,
 )
 from proxy.ledger.reports.summary import summarize
-from proxy.settings import ConfigError, load_settings
+from proxy.ledger.whatif import Scenario, WhatIf, WhatIfDocument, what_if_document
+from proxy.pricing.catalog import PriceCatalog
+from proxy.settings import ConfigError, Settings, load_settings
+from proxy.terminal import aligned_table
+from proxy.whatif_cli import render_what_if
 
 # asyncpg's connection errors are OSErrors.
 _DATABASE_ERRORS = (OSError, SQLAlchemyError)
@@ -68,22 +72,37 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="only calls with this tag, KEY:VALUE (repeatable)",
     )
     report.add_argument("--format", choices=sorted(_RENDERERS), default="table")
+    what_if = report.add_argument_group(
+        "what-if", "reprice the window instead (from the hourly rollup; team, model, upstream)"
+    )
+    what_if.add_argument("--to-model", help="as if the calls had gone to this model")
+    what_if.add_argument("--batch", action="store_true", help="as if run through the Batch API")
+    what_if.add_argument(
+        "--cache-prompt",
+        action="store_true",
+        help="as if instructions and tools had been read from the prompt cache",
+    )
     report.set_defaults(handler=_report)
 
 
 def _report(arguments: argparse.Namespace) -> int:
     try:
-        database_url = load_settings().environment.database_url
+        settings = load_settings()
     except ConfigError as error:
         print(f"metering-proxy: {error}", file=sys.stderr)
         return 2
+    database_url = settings.environment.database_url
     try:
         usage, dimensions = _request(arguments, datetime.now(UTC))
+        if arguments.to_model or arguments.batch or arguments.cache_prompt:
+            scenario = Scenario(arguments.to_model, arguments.batch, arguments.cache_prompt)
+            document = asyncio.run(_reprice(settings, scenario, usage, dimensions))
+            sys.stdout.write(render_what_if(document, arguments.format))
+            return 0
+        summary = asyncio.run(_summarize(database_url, usage, dimensions))
     except ReportError as error:
         print(f"metering-proxy report: {error.message}", file=sys.stderr)
         return 2
-    try:
-        summary = asyncio.run(_summarize(database_url, usage, dimensions))
     except _DATABASE_ERRORS as error:
         print(
             f"metering-proxy: cannot read the ledger database {describe_database(database_url)}: "
@@ -123,6 +142,18 @@ async def _summarize(
         await engine.dispose()
 
 
+async def _reprice(
+    settings: Settings, scenario: Scenario, usage: UsageFilter, dimensions: tuple[Dimension, ...]
+) -> WhatIfDocument:
+    engine = create_ledger_engine(settings.environment.database_url)
+    upstreams = {upstream.config.name: upstream.config for upstream in settings.upstreams}
+    try:
+        repricer = WhatIf(engine, PriceCatalog(settings.proxy.prices), upstreams)
+        return what_if_document(await repricer.report(scenario, usage, dimensions))
+    finally:
+        await engine.dispose()
+
+
 def render_json(summary: Summary) -> str:
     """The document `GET /usage/summary` answers."""
     return summary.model_dump_json(indent=2) + "\n"
@@ -147,30 +178,17 @@ def render_table(summary: Summary) -> str:
     labels = summary.group_by or [""]
     share = "prompt share*" if summary.source == "rollup" else "prompt share"
     header = [*labels, *(title for title, _ in _NUMBERS), "cost", share]
-    places = _usd_places([*(group.cost_usd for group in summary.groups), summary.totals.cost_usd])
+    places = usd_places([*(group.cost_usd for group in summary.groups), summary.totals.cost_usd])
     rows = [
         [*(_text(group.group[label]) for label in summary.group_by), *_figures(group, places)]
         for group in summary.groups
         if summary.group_by  # without dimensions the one group is the totals row
     ]
     total = ["total", *([""] * (len(labels) - 1)), *_figures(summary.totals, places)]
-    widths = [max(len(row[i]) for row in (header, *rows, total)) for i in range(len(header))]
-    texts = len(labels)
-
-    def line(cells: list[str]) -> str:
-        aligned = [
-            cell.ljust(width) if i < texts else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(aligned).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
     since, until = (f"{moment:%Y-%m-%d %H:%M}" for moment in (summary.since, summary.until))
     source = "hourly rollup" if summary.source == "rollup" else "records"
-    out = [f"Usage {since} to {until} UTC (from the {source})", "", line(header), rule]
-    if rows:
-        out += [*(line(row) for row in rows), rule]
-    out.append(line(total))
+    title = f"Usage {since} to {until} UTC (from the {source})"
+    out = [title, "", *aligned_table(header, rows, total, text_columns=len(labels))]
     notes = []
     if summary.totals.unpriced_calls:
         notes.append(f"{summary.totals.unpriced_calls:,} calls have no known price: not in cost.")
@@ -179,17 +197,17 @@ def render_table(summary: Summary) -> str:
     return "\n".join([*out, *([""] if notes else []), *notes]) + "\n"
 
 
-def _figures(totals: UsageTotals, usd_places: int) -> list[str]:
-    numbers = [f"{getattr(totals, name):,}" for _, name in _NUMBERS]
-    share = "-" if totals.prompt_share is None else f"{totals.prompt_share:.1%}"
-    return [*numbers, f"${totals.cost_usd:,.{usd_places}f}", share]
-
-
-def _usd_places(amounts: list[Decimal]) -> int:
+def usd_places(amounts: list[Decimal]) -> int:
     """One number of decimals for a column: cents, or enough for the smallest amount in it to
     show (calls cost fractions of a cent), so that the decimal points line up."""
     smallest = min((amount for amount in amounts if amount), default=Decimal(1))
     return 2 if smallest >= 1 else 4 if smallest >= Decimal("0.01") else 6
+
+
+def _figures(totals: UsageTotals, places: int) -> list[str]:
+    numbers = [f"{getattr(totals, name):,}" for _, name in _NUMBERS]
+    share = "-" if totals.prompt_share is None else f"{totals.prompt_share:.1%}"
+    return [*numbers, f"${totals.cost_usd:,.{places}f}", share]
 
 
 def _text(value: str | None) -> str:

@@ -32,6 +32,7 @@ from proxy.ledger.reports.filters import (
 from proxy.ledger.reports.records import MAX_PAGE_SIZE, list_records
 from proxy.ledger.reports.summary import summarize
 from proxy.ledger.reports.traces import MAX_TOP_TRACES, top_traces, trace_tree
+from proxy.ledger.whatif import Scenario, WhatIf, WhatIfDocument, what_if_document
 
 logger = logging.getLogger(__name__)
 
@@ -233,3 +234,28 @@ async def top(
     """The most expensive traces with a call in the window."""
     span = window(since, until, datetime.now(UTC))
     return await top_traces(ledger, span, text_value(team, "team"), limit)
+
+
+@router.get("/what-if", response_model=WhatIfDocument)
+async def what_if(
+    request: Request,
+    usage: Filters,
+    to_model: Annotated[
+        str | None,
+        Query(max_length=256, description="Reprice on this model (`model` filters the calls)."),
+    ] = None,
+    batch: Annotated[bool, Query(description="As if run through the Batch API.")] = False,
+    cache_prompt: Annotated[
+        bool, Query(description="As if instructions and tools were read from the prompt cache.")
+    ] = False,
+    group_by_: Annotated[
+        str | None,
+        Query(alias="group_by", description="Comma-separated: team, model, upstream, day."),
+    ] = None,
+) -> WhatIfDocument:
+    """What the window's usage would have cost on another model, in batch, or cached."""
+    repricer: WhatIf = request.app.state.what_if
+    scenario = Scenario(
+        model=text_value(to_model, "to_model"), batch=batch, cache_prompt=cache_prompt
+    )
+    return what_if_document(await repricer.report(scenario, usage, group_by(group_by_)))

@@ -1,7 +1,8 @@
 """What-if repricing: what the same usage would have cost on another model, through the Batch
 API, or with its system prompt and tools served from the prompt cache.
 
-It reads the hourly rollup (fast over months) and prices each hour's tokens with the same
+It reads the hourly rollup (fast over months: whole hours that start in the window) and prices
+each hour's tokens with the same
 catalog as live metering, at that hour's prices. Limits, by construction: a rollup row sums many
 calls, so per-call price tiers (a long-context surcharge) are applied to the sum; and rows that
 used no tokens (DALL-E images, audio by the second) cannot be repriced and keep their actual cost.
@@ -14,10 +15,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from proxy.ledger.models import HourlyUsageRow
+from proxy.ledger.reports.documents import usd_text
+from proxy.ledger.reports.filters import Dimension, ReportError, UsageFilter
 from proxy.metering.usage import Usage
 from proxy.pricing.catalog import PriceCatalog
 from proxy.settings import OPENAI_BASE_URL, UpstreamConfig
@@ -30,15 +34,6 @@ class Scenario:
     model: str | None = None  # reprice on this model instead of the one used
     batch: bool = False  # through the Batch API
     cache_prompt: bool = False  # system prompt and tool definitions read from the prompt cache
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    since: datetime
-    until: datetime
-    team: str | None = None
-    model: str | None = None
-    upstream: str | None = None
 
 
 @dataclass(slots=True)
@@ -59,7 +54,7 @@ class WhatIfGroup:
 @dataclass(frozen=True, slots=True)
 class WhatIfReport:
     scenario: Scenario
-    window: Window
+    usage: UsageFilter
     groups: list[WhatIfGroup] = field(default_factory=list)
 
     @property
@@ -115,28 +110,39 @@ class WhatIf:
         self._upstreams = upstreams
 
     async def report(
-        self, scenario: Scenario, window: Window, group_by: Sequence[str]
+        self, scenario: Scenario, usage: UsageFilter, group_by: Sequence[Dimension]
     ) -> WhatIfReport:
-        unknown = set(group_by) - set(GROUPINGS)
+        """`ReportError` for a grouping or filter the hourly rollup cannot answer."""
+        names = [dimension.label for dimension in group_by]
+        unknown = [name for name in names if name not in GROUPINGS]
         if unknown:
-            raise ValueError(f"cannot group what-if by {', '.join(sorted(unknown))}")
+            raise ReportError(
+                f"What-if groups only by {', '.join(GROUPINGS)}, not {', '.join(unknown)}.",
+                param="group_by",
+            )
+        if usage.endpoint or usage.user or usage.tags:
+            raise ReportError(
+                "What-if reads the hourly rollup: filter by team, model or upstream only.",
+                param="endpoint" if usage.endpoint else "user" if usage.user else "tag",
+            )
         groups: dict[tuple[str, ...], WhatIfGroup] = {}
-        for row in await self._rows(window):
-            key = _group_key(row, group_by)
+        for row in await self._rows(usage):
+            key = _group_key(row, names)
             group = groups.setdefault(tuple(key.values()), WhatIfGroup(key=key))
             self._add(group, row, scenario)
         ordered = sorted(groups.values(), key=lambda g: g.actual_cost_usd, reverse=True)
-        return WhatIfReport(scenario, window, ordered)
+        return WhatIfReport(scenario, usage, ordered)
 
-    async def _rows(self, window: Window) -> Sequence[HourlyUsageRow]:
+    async def _rows(self, usage: UsageFilter) -> Sequence[HourlyUsageRow]:
+        # Whole hours that start in the window: the rollup has no finer grain.
         query = select(HourlyUsageRow).where(
-            HourlyUsageRow.hour >= window.since.replace(minute=0, second=0, microsecond=0),
-            HourlyUsageRow.hour < window.until,
+            HourlyUsageRow.hour >= usage.window.since,
+            HourlyUsageRow.hour < usage.window.until,
         )
         for column, value in (
-            (HourlyUsageRow.team, window.team),
-            (HourlyUsageRow.model, window.model),
-            (HourlyUsageRow.upstream, window.upstream),
+            (HourlyUsageRow.team, usage.team),
+            (HourlyUsageRow.model, usage.model),
+            (HourlyUsageRow.upstream, usage.upstream),
         ):
             if value is not None:
                 query = query.where(column == value)
@@ -167,3 +173,54 @@ class WhatIf:
             return
         group.actual_cost_usd += row.cost_usd
         group.scenario_cost_usd += price.cost_usd
+
+
+class ScenarioDocument(BaseModel):
+    model: str | None
+    batch: bool
+    cache_prompt: bool
+
+
+class WhatIfGroupDocument(BaseModel):
+    key: dict[str, str]
+    calls: int
+    unpriced_calls: int
+    kept_at_actual_calls: int
+    actual_cost_usd: str
+    scenario_cost_usd: str
+    saving_usd: str
+
+
+class WhatIfDocument(BaseModel):
+    """A what-if report: amounts are decimal strings, exact."""
+
+    scenario: ScenarioDocument
+    since: datetime
+    until: datetime
+    groups: list[WhatIfGroupDocument]
+    totals: WhatIfGroupDocument
+
+
+def _group_document(group: WhatIfGroup) -> WhatIfGroupDocument:
+    return WhatIfGroupDocument(
+        key=group.key,
+        calls=group.calls,
+        unpriced_calls=group.unpriced_calls,
+        kept_at_actual_calls=group.kept_at_actual_calls,
+        actual_cost_usd=usd_text(group.actual_cost_usd),
+        scenario_cost_usd=usd_text(group.scenario_cost_usd),
+        saving_usd=usd_text(group.saving_usd),
+    )
+
+
+def what_if_document(report: WhatIfReport) -> WhatIfDocument:
+    scenario = report.scenario
+    return WhatIfDocument(
+        scenario=ScenarioDocument(
+            model=scenario.model, batch=scenario.batch, cache_prompt=scenario.cache_prompt
+        ),
+        since=report.usage.window.since,
+        until=report.usage.window.until,
+        groups=[_group_document(group) for group in report.groups],
+        totals=_group_document(report.total),
+    )

@@ -12,7 +12,13 @@ from tests.ledger.test_reports import fill_ledger
 
 WINDOW = {"since": "2026-11-02T00:00:00Z", "until": "2026-11-04T00:00:00Z"}
 MONTH = {"since": "2026-11-02T00:00:00Z", "until": "2026-12-02T00:00:00Z"}
-ROUTES = ["/usage/summary", "/usage/requests", "/usage/traces/trace-1", "/usage/top-traces"]
+ROUTES = [
+    "/usage/summary",
+    "/usage/requests",
+    "/usage/traces/trace-1",
+    "/usage/top-traces",
+    "/usage/what-if",
+]
 UNREACHABLE_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:1/ledger"
 
 
@@ -224,6 +230,7 @@ async def test_the_openapi_schema_documents_every_answer(start_proxy: ProxyFacto
         "/usage/requests",
         "/usage/traces/{trace_id}",
         "/usage/top-traces",
+        "/usage/what-if",
     }
     for path, operation in operations.items():
         assert {"200", "400", "401", "503"} <= set(operation["responses"]), path

@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.ledger.database import create_ledger_engine
 from proxy.ledger.migrations import upgrade_to_head
+from proxy.ledger.reports.filters import Dimension, ReportError, UsageFilter, Window
 from proxy.ledger.rows import row_of
 from proxy.ledger.store import LedgerStore
-from proxy.ledger.whatif import Scenario, WhatIf, Window
+from proxy.ledger.whatif import Scenario, WhatIf
 from proxy.pricing.catalog import PriceCatalog
 from proxy.settings import PriceOverride
 from tests.ledger.test_writer import CREATED_AT, record
@@ -26,7 +27,7 @@ PRICES = {
         input=Decimal("0.15"), cached_input=Decimal("0.075"), output=Decimal("0.6")
     ),
 }
-WINDOW = Window(since=CREATED_AT - timedelta(days=30), until=CREATED_AT + timedelta(hours=1))
+WINDOW = UsageFilter(Window(CREATED_AT - timedelta(days=30), CREATED_AT + timedelta(hours=1)))
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def what_if(engine: AsyncEngine) -> WhatIf:
 
 async def test_another_model(ledger: AsyncEngine) -> None:
     report = await what_if(ledger).report(
-        Scenario(model="gpt-4o-mini"), replace(WINDOW, team="search"), group_by=["team"]
+        Scenario(model="gpt-4o-mini"), replace(WINDOW, team="search"), group_by=[Dimension("team")]
     )
     (search,) = report.groups
     # 600 uncached x 0.15 + 400 cached x 0.075 + 200 output x 0.6, per million tokens.
@@ -73,7 +74,7 @@ async def test_with_the_prompt_cached(ledger: AsyncEngine) -> None:
 
 async def test_grouped_by_team_and_day(ledger: AsyncEngine) -> None:
     report = await what_if(ledger).report(
-        Scenario(model="gpt-4o-mini"), WINDOW, group_by=["team", "day"]
+        Scenario(model="gpt-4o-mini"), WINDOW, group_by=[Dimension("team"), Dimension("day")]
     )
     day = CREATED_AT.date().isoformat()
     assert [(g.key, g.calls) for g in report.groups] == [
@@ -89,6 +90,13 @@ async def test_an_unknown_target_price_is_reported_not_zero(ledger: AsyncEngine)
 
 
 async def test_the_window_excludes_other_hours(ledger: AsyncEngine) -> None:
-    later = Window(since=datetime(2027, 1, 1, tzinfo=UTC), until=datetime(2027, 2, 1, tzinfo=UTC))
+    later = UsageFilter(Window(datetime(2027, 1, 1, tzinfo=UTC), datetime(2027, 2, 1, tzinfo=UTC)))
     report = await what_if(ledger).report(Scenario(model="gpt-4o-mini"), later, group_by=[])
     assert report.groups == []
+
+
+async def test_groupings_and_filters_the_rollup_lacks_are_refused(ledger: AsyncEngine) -> None:
+    with pytest.raises(ReportError, match="groups only by"):
+        await what_if(ledger).report(Scenario(), WINDOW, group_by=[Dimension("user")])
+    with pytest.raises(ReportError, match="filter by team, model or upstream"):
+        await what_if(ledger).report(Scenario(), replace(WINDOW, user="u-1"), group_by=[])
