@@ -64,7 +64,7 @@ class LedgerWriter:
         self._orphaned = 0
         self._unsynced = False
         self._last_sync = time.monotonic()
-        self._failing = False
+        self._backoff = 0.0  # seconds to wait after the last failed write; 0 while healthy
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -163,13 +163,12 @@ class LedgerWriter:
             self._written_offset = 0
 
     async def _write_until_stored(self, lines: list[bytes]) -> None:
-        backoff = _FIRST_BACKOFF_SECONDS
         while not await self._write(lines):
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _LONGEST_BACKOFF_SECONDS)
+            pass  # _write has waited out its backoff
 
     async def _write(self, lines: list[bytes]) -> bool:
-        """Store the lines' records; False (after a backoff pause) when the database failed."""
+        """Store the lines' records; False, after a backoff pause that doubles with each
+        failure in a row (up to 5 s), when the database failed."""
         rows = _decoded(lines)
         if not rows:
             return True
@@ -177,15 +176,16 @@ class LedgerWriter:
             await self._store.write(rows)
         except (SQLAlchemyError, OSError) as error:
             self._metrics.write_errors.inc()
-            if not self._failing:
+            if not self._backoff:
                 logger.error("ledger database write failed, records stay journaled: %s", error)
-            self._failing = True
+            doubled = max(self._backoff * 2, _FIRST_BACKOFF_SECONDS)
+            self._backoff = min(doubled, _LONGEST_BACKOFF_SECONDS)
             self._update_gauges()
-            await asyncio.sleep(_FIRST_BACKOFF_SECONDS)
+            await asyncio.sleep(self._backoff)
             return False
-        if self._failing:
+        if self._backoff:
             logger.warning("ledger database reachable again: replaying journaled records")
-        self._failing = False
+        self._backoff = 0.0
         return True
 
     async def _sync_if_due(self) -> None:
@@ -200,7 +200,7 @@ class LedgerWriter:
     def _update_gauges(self) -> None:
         waiting = self._pending + len(self._in_memory)
         self._metrics.queue.set(waiting + self._orphaned)
-        self._metrics.spooled.set((waiting if self._failing else 0) + self._orphaned)
+        self._metrics.spooled.set((waiting if self._backoff else 0) + self._orphaned)
 
     async def stop(self, drain_seconds: float) -> None:
         """Copy what is left to the database (for up to `drain_seconds`), close the journal.
