@@ -60,8 +60,19 @@ class ProxyProcess:
 
     def terminate(self, seconds: float = 30) -> int:
         """SIGTERM, as an orchestrator stops it; the exit code."""
+        self.send_sigterm()
+        return self.wait(seconds)
+
+    def send_sigterm(self) -> None:
         self._process.send_signal(signal.SIGTERM)
+
+    def wait(self, seconds: float = 30) -> int:
+        """The exit code, once the process has ended."""
         return self._process.wait(timeout=seconds)
+
+    @property
+    def running(self) -> bool:
+        return self._process.poll() is None
 
     def kill(self) -> None:
         """SIGKILL: no shutdown at all."""
