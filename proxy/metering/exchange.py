@@ -32,8 +32,9 @@ class Exchange:
     upstream: Upstream | None = None
     forwarded_at: float | None = None
     tap: Tap | None = None
-    # The upstream's status, the proxy's own error status, or `client_closed`.
-    status: str = ""
+    # The upstream's status, the proxy's own error status, or `client_closed`; a call that
+    # failed in a way nothing above foresaw stays the 500 its client gets.
+    status: str = "500"
 
     def client_closed(self) -> None:
         self.status = CLIENT_CLOSED
