@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,7 @@ class LedgerWriter:
         self._journal: JournalFile | None = None
         self._written_offset = 0  # journal bytes already in the database
         self._pending = 0  # journal records not yet in the database
-        self._in_memory: list[bytes] = []  # records the journal could not take
+        self._in_memory: deque[bytes] = deque()  # records the journal could not take
         self._orphaned = 0
         self._unsynced = False
         self._last_sync = time.monotonic()
@@ -112,7 +113,7 @@ class LedgerWriter:
                 journal.append(self._in_memory[0])
             except OSError:
                 return False
-            self._in_memory.pop(0)
+            self._in_memory.popleft()
             self._pending += 1
         logger.warning("the ledger journal is writable again")
         return True
