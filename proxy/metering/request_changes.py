@@ -26,10 +26,8 @@ def body_asking_for_stream_usage(family: str, fields: RequestFields) -> bytes | 
     options: Any = fields.document.get("stream_options")
     if isinstance(options, dict) and options.get("include_usage") is True:
         return None
-    options = (
-        {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
-    )
-    return orjson.dumps({**fields.document, "stream_options": options})
+    asked = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return orjson.dumps({**fields.document, "stream_options": asked})
 
 
 def readable_accept_encoding(headers: RawHeaders, identity_only: bool) -> RawHeaders:
