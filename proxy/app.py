@@ -110,7 +110,7 @@ def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp
     client = AiohttpUpstreamClient(
         settings.proxy.timeouts, settings.proxy.max_connections_per_upstream
     )
-    metrics = Metrics(CollectorRegistry())
+    metrics = Metrics(CollectorRegistry(), settings.environment.metrics_multiprocess_dir)
     traces = TraceTracker(settings.proxy.trace_idle_seconds, on_finished=metrics.observe_trace)
     database_url = settings.environment.database_url
     engine = create_ledger_engine(database_url)
@@ -150,6 +150,7 @@ def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp
             await client.aclose()
             await ledger.stop(ledger_config.drain_seconds)
             await engine.dispose()
+            metrics.forget_this_process()
 
     rest = FastAPI(title="llm-metering-proxy", lifespan=lifespan)
     rest.state.metrics = metrics

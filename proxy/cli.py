@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,7 +23,7 @@ from proxy.ledger.migrations import (
     prepare_database,
     upgrade_to_head,
 )
-from proxy.settings import ConfigError, load_settings
+from proxy.settings import MULTIPROCESS_ENVIRONMENT_VARIABLE, ConfigError, load_settings
 
 # What a database that cannot be reached or used raises: asyncpg's connection errors are OSErrors.
 _DATABASE_ERRORS = (OSError, SQLAlchemyError)
@@ -35,6 +38,9 @@ def _serve(arguments: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"metering-proxy: {error}", file=sys.stderr)
         return 2
+    port = arguments.port or settings.environment.port
+    if arguments.workers > 1:
+        _share_metrics_between_workers(settings.environment.metrics_multiprocess_dir, port)
     # Each worker's lifespan prepares the database too; doing it here first shows a refusal as
     # one line, at once, instead of in every worker's startup log.
     database_url = settings.environment.database_url
@@ -58,7 +64,7 @@ def _serve(arguments: argparse.Namespace) -> int:
         "proxy.app:create_app_from_environment",
         factory=True,
         host=arguments.host or settings.environment.host,
-        port=arguments.port or settings.environment.port,
+        port=port,
         workers=arguments.workers,
         loop="uvloop",
         http="httptools",
@@ -70,6 +76,15 @@ def _serve(arguments: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.proxy.shutdown_grace_seconds),
     )
     return 0
+
+
+def _share_metrics_between_workers(configured: Path | None, port: int) -> None:
+    """Workers write their metrics to one directory, emptied first: prometheus-client reads
+    `PROMETHEUS_MULTIPROC_DIR` when a worker imports it, so it is set before they start."""
+    directory = configured or Path(tempfile.gettempdir()) / f"metering-metrics-{os.getuid()}-{port}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ[MULTIPROCESS_ENVIRONMENT_VARIABLE] = str(directory)
 
 
 def _migrate(arguments: argparse.Namespace) -> int:

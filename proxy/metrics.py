@@ -6,9 +6,18 @@ from small fixed sets, and models fold into `other` past `MAX_MODEL_LABELS` dist
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 from proxy.ledger.gpu_hours import CostChange
 from proxy.ledger.writer import LedgerMetrics
@@ -25,10 +34,15 @@ _TRACE_CALL_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144)
 
 
 class Metrics:
-    """The proxy's metrics, registered on one registry (one per app, so tests stay apart)."""
+    """The proxy's metrics, registered on one registry (one per app, so tests stay apart).
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    With a multiprocess directory (`serve --workers N`), every worker writes its values there and
+    `/metrics` reads all of them, so any worker answers with the totals of all.
+    """
+
+    def __init__(self, registry: CollectorRegistry, multiprocess_dir: Path | None = None) -> None:
         self.registry = registry
+        self._multiprocess_dir = multiprocess_dir
         self.requests = Counter(
             "llm_proxy_requests",
             "Calls through the proxy.",
@@ -91,12 +105,14 @@ class Metrics:
                 "llm_proxy_ledger_queue_records",
                 "Settled records not yet in the database.",
                 registry=registry,
+                multiprocess_mode="livesum",
             ),
             spooled=Gauge(
                 "llm_proxy_ledger_spooled_records",
                 "Records held in the local journal because the database failed, or left by a "
                 "process that died.",
                 registry=registry,
+                multiprocess_mode="livesum",
             ),
             write_errors=Counter(
                 "llm_proxy_ledger_write_errors",
@@ -105,6 +121,20 @@ class Metrics:
             ),
         )
         self._models: set[str] = set()
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of every metric (of every worker, in multiprocess mode)."""
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        # prometheus-client leaves these two untyped.
+        multiprocess.MultiProcessCollector(registry, path=str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    def forget_this_process(self) -> None:
+        """At exit: this process's live gauges no longer count (multiprocess mode)."""
+        if self._multiprocess_dir is not None:
+            multiprocess.mark_process_dead(os.getpid(), path=str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
 
     def model_label(self, model: str) -> str:
         if model in self._models:

@@ -19,6 +19,7 @@ UpstreamKind = Literal["openai", "azure", "openai-compatible"]
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+MULTIPROCESS_ENVIRONMENT_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class ConfigError(ValueError):
@@ -119,6 +120,9 @@ class EnvironmentSettings(_Strict):
     admin_key: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = 8080
+    # prometheus-client's multiprocess directory (PROMETHEUS_MULTIPROC_DIR, its own name):
+    # set, the metrics of every worker process are summed at /metrics.
+    metrics_multiprocess_dir: Path | None = None
 
 
 class ResolvedUpstream(_Strict):
@@ -193,9 +197,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 def _environment_values(environ: Mapping[str, str]) -> dict[str, str]:
     prefix = "METERING_"
-    return {
+    values = {
         name[len(prefix) :].lower(): value
         for name, value in environ.items()
         if name.startswith(prefix)
         and name[len(prefix) :].lower() in EnvironmentSettings.model_fields
     }
+    if environ.get(MULTIPROCESS_ENVIRONMENT_VARIABLE):
+        values["metrics_multiprocess_dir"] = environ[MULTIPROCESS_ENVIRONMENT_VARIABLE]
+    return values

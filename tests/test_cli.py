@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import single_upstream_config
 from tests.support.fake_upstream import FakeUpstream
@@ -44,3 +45,35 @@ def test_serve_refuses_a_bad_config_with_a_clear_message(tmp_path: Path) -> None
     )
     assert result.returncode == 2
     assert "base_url must start with http:// or https://" in result.stderr
+
+
+def requests_counted(metrics_text: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+        if sample.name == "llm_proxy_requests_total" and sample.labels.get("status") == "200"
+    )
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_metrics_count_every_worker_s_calls(
+    fake_upstream: tuple[FakeUpstream, str], tmp_path: Path, workers: str
+) -> None:
+    _, upstream_url = fake_upstream
+    config = tmp_path / "proxy.toml"
+    config.write_text(single_upstream_config(upstream_url))
+    with (
+        serving("--config", str(config), "--workers", workers, cwd=tmp_path) as url,
+        httpx.Client() as client,
+    ):
+        for _ in range(12):
+            client.post(
+                f"{url}/v1/chat/completions",
+                json={"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]},
+                headers={"Connection": "close"},  # spread the calls over the workers
+            )
+        scrapes = [
+            client.get(f"{url}/metrics", headers={"Connection": "close"}).text for _ in range(6)
+        ]
+    assert [requests_counted(text) for text in scrapes] == [12.0] * 6

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 router = APIRouter(tags=["operations"])
 
@@ -35,5 +35,5 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> PlainTextResponse:
     """Prometheus text exposition; never touches the database."""
-    registry = request.app.state.metrics.registry
-    return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    exposition = request.app.state.metrics.exposition()
+    return PlainTextResponse(exposition, media_type=CONTENT_TYPE_LATEST)
