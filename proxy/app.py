@@ -11,13 +11,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.api import ops, usage
 from proxy.api.openai import OpenAIRoute
 from proxy.asgi import ASGIApp, Receive, Scope, Send
-from proxy.ledger.database import create_ledger_engine
+from proxy.ledger.database import DATABASE_ERRORS, create_ledger_engine
 from proxy.ledger.gpu_hours import price_gpu_hours
 from proxy.ledger.jobs import run_every
 from proxy.ledger.migrations import describe_database, prepare_database
@@ -97,7 +96,7 @@ async def _prepare_database(database_url: str) -> None:
     """Migrate SQLite, refuse an un-migrated Postgres; an unreachable one is waited for."""
     try:
         await prepare_database(database_url)
-    except (OSError, SQLAlchemyError) as error:
+    except DATABASE_ERRORS as error:
         logger.warning(
             "the database %s is unreachable (%s): records stay journaled until it is back",
             describe_database(database_url),

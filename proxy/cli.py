@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
-from sqlalchemy.exc import SQLAlchemyError
 
 from proxy import reports_cli
+from proxy.ledger.database import DATABASE_ERRORS
 from proxy.ledger.migrations import (
     DatabaseSchemaError,
     Upgrade,
@@ -24,9 +24,6 @@ from proxy.ledger.migrations import (
     upgrade_to_head,
 )
 from proxy.settings import MULTIPROCESS_ENVIRONMENT_VARIABLE, ConfigError, load_settings
-
-# What a database that cannot be reached or used raises: asyncpg's connection errors are OSErrors.
-_DATABASE_ERRORS = (OSError, SQLAlchemyError)
 
 
 def _serve(arguments: argparse.Namespace) -> int:
@@ -49,7 +46,7 @@ def _serve(arguments: argparse.Namespace) -> int:
     except DatabaseSchemaError as error:
         print(f"metering-proxy: {error}", file=sys.stderr)
         return 2
-    except _DATABASE_ERRORS as error:
+    except DATABASE_ERRORS as error:
         # Calls are still served and journaled while the database is away: start anyway.
         print(
             f"metering-proxy: warning: the database {describe_database(database_url)} is "
@@ -98,7 +95,7 @@ def _migrate(arguments: argparse.Namespace) -> int:
     except DatabaseSchemaError as error:
         print(f"metering-proxy: {error}", file=sys.stderr)
         return 2
-    except _DATABASE_ERRORS as error:
+    except DATABASE_ERRORS as error:
         return _database_failure(database_url, error)
     print(_describe_upgrade(database_url, upgrade))
     return 0

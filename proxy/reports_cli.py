@@ -14,9 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from proxy.ledger.database import create_ledger_engine
+from proxy.ledger.database import DATABASE_ERRORS, create_ledger_engine
 from proxy.ledger.migrations import describe_database
 from proxy.ledger.reports.documents import Summary, UsageTotals
 from proxy.ledger.reports.filters import (
@@ -35,8 +33,6 @@ from proxy.settings import ConfigError, Settings, load_settings
 from proxy.terminal import aligned_table
 from proxy.whatif_cli import render_what_if
 
-# asyncpg's connection errors are OSErrors.
-_DATABASE_ERRORS = (OSError, SQLAlchemyError)
 _NUMBERS = (
     ("calls", "calls"),
     ("unpriced", "unpriced_calls"),
@@ -103,7 +99,7 @@ def _report(arguments: argparse.Namespace) -> int:
     except ReportError as error:
         print(f"metering-proxy report: {error.message}", file=sys.stderr)
         return 2
-    except _DATABASE_ERRORS as error:
+    except DATABASE_ERRORS as error:
         print(
             f"metering-proxy: cannot read the ledger database {describe_database(database_url)}: "
             f"{error}",

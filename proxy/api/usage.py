@@ -16,10 +16,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, SecretStr
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.errors import ProxyError
+from proxy.ledger.database import DATABASE_ERRORS
 from proxy.ledger.reports.documents import RequestPage, Summary, TopTraces, TraceTree
 from proxy.ledger.reports.filters import (
     ReportError,
@@ -80,7 +80,7 @@ class _OpenAIErrorRoute(APIRoute):
                 return _error_response(_invalid_parameter(error))
             except ProxyError as error:
                 return _error_response(error)
-            except (OSError, SQLAlchemyError) as error:
+            except DATABASE_ERRORS as error:
                 logger.warning("a usage report could not read the ledger: %s", error)
                 return _error_response(LedgerUnavailable("The ledger database is unavailable."))
 

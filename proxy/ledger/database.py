@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+# What an unreachable or failing database raises: SQLAlchemy's errors, and asyncpg's connection
+# errors, which are OSErrors.
+DATABASE_ERRORS = (SQLAlchemyError, OSError)
 
 
 def create_ledger_engine(database_url: str) -> AsyncEngine:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy.exc import SQLAlchemyError
+from proxy.ledger.database import DATABASE_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +17,6 @@ async def run_every(seconds: float, job: Callable[[], Awaitable[object]], name: 
     while True:
         try:
             await job()
-        except (SQLAlchemyError, OSError) as error:
+        except DATABASE_ERRORS as error:
             logger.warning("ledger job %s failed, retrying in %.0f s: %s", name, seconds, error)
         await asyncio.sleep(seconds)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy.exc import SQLAlchemyError
 
+from proxy.ledger.database import DATABASE_ERRORS
 from proxy.ledger.journal import JournalFile, claimed, orphaned_journals
 from proxy.ledger.rows import Row, decode, encode, row_of
 from proxy.ledger.store import LedgerStore
@@ -175,7 +175,7 @@ class LedgerWriter:
             return True
         try:
             await self._store.write(rows)
-        except (SQLAlchemyError, OSError) as error:
+        except DATABASE_ERRORS as error:
             self._metrics.write_errors.inc()
             if not self._backoff:
                 logger.error("ledger database write failed, records stay journaled: %s", error)

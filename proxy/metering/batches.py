@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,12 +20,11 @@ import orjson
 
 from proxy.endpoints import MODEL_ROUTED_ENDPOINTS
 from proxy.metering.exchange import Exchange
-from proxy.metering.tap import ResponseTap, Tap
+from proxy.metering.tap import ResponseTap, Tap, content_decoder
 from proxy.upstream.routing import Upstream
 
 _BATCH_PATH = re.compile(r"batches(?:/[A-Za-z0-9_\-]+)?")
 _FILE_CONTENT_PATH = re.compile(r"files/([A-Za-z0-9_\-]+)/content")
-_GZIP_OR_DEFLATE = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +111,7 @@ class BatchOutputTap:
 
     def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         self.status = status
-        for name, value in headers:
-            if name.lower() == b"content-encoding" and value.lower() in _GZIP_OR_DEFLATE:
-                self._decoder = zlib.decompressobj(_GZIP_OR_DEFLATE[value.lower()])
+        self._decoder = content_decoder(headers)
         return headers
 
     def feed(self, chunk: bytes) -> bytes:

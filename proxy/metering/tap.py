@@ -88,9 +88,7 @@ class ResponseTap:
         """Take the answer's status and headers; return the headers to relay."""
         self.status = status
         content_type = _header(headers, b"content-type")
-        encoding = _header(headers, b"content-encoding").strip().lower()
-        if encoding in _DECODERS:
-            self._decoder = zlib.decompressobj(_DECODERS[encoding])
+        self._decoder = content_decoder(headers)
         self.is_event_stream = content_type.startswith(b"text/event-stream")
         if self.is_event_stream:
             self._splitter = EventSplitter()
@@ -178,6 +176,12 @@ class ResponseTap:
         if _USAGE_OBJECT.search(event) and _EMPTY_CHOICES.search(event):
             return b""  # the usage-only chunk the client did not ask for
         return _USAGE_NULL.sub(b"", event, count=1)
+
+
+def content_decoder(headers: list[tuple[bytes, bytes]]) -> Any:
+    """A zlib decompressor for the answer's `Content-Encoding`, or None (identity, or unknown)."""
+    encoding = _header(headers, b"content-encoding").strip().lower()
+    return zlib.decompressobj(_DECODERS[encoding]) if encoding in _DECODERS else None
 
 
 def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes:
