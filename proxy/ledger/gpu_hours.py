@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -69,13 +69,12 @@ async def _hours_to_split(
     engine: AsyncEngine, upstream: str, newest_closable: datetime
 ) -> list[tuple[datetime, bool]]:
     async with engine.connect() as connection:
-        last_closed = _utc(
-            (
-                await connection.execute(
-                    select(func.max(GpuHourRow.hour)).where(GpuHourRow.upstream == upstream)
-                )
-            ).scalar_one()
-        )
+        newest_closed = (
+            await connection.execute(
+                select(func.max(GpuHourRow.hour)).where(GpuHourRow.upstream == upstream)
+            )
+        ).scalar_one()
+        last_closed = None if newest_closed is None else hour_start(newest_closed)
         pending_hours = {
             hour_start(at)
             for at in (
@@ -225,10 +224,3 @@ async def _record_hour(
             set_={name: statement.excluded[name] for name in ("calls", "tokens", "idle_cost_usd")},
         )
     await connection.execute(statement, values)
-
-
-def _utc(at: datetime | None) -> datetime | None:
-    """SQLite gives naive datetimes back: they are UTC."""
-    if at is None:
-        return None
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)

@@ -125,6 +125,8 @@ class UsageRow(Base):
         Index(None, "model", "created_at"),
         Index(None, "end_user", "created_at"),
         Index(None, "trace_id"),
+        # The GPU-hour split looks up an upstream's calls still waiting for their price.
+        Index(None, "upstream", "price_entry"),
     )
 
 

@@ -1,4 +1,5 @@
-"""Closed hours of self-hosted upstreams priced by GPU time.
+"""Closed hours of self-hosted upstreams priced by GPU time, and the index that finds the calls
+still waiting for their share.
 
 Revision ID: 0002
 Revises: 0001
@@ -32,7 +33,13 @@ def upgrade() -> None:
         sa.Column("idle_cost_usd", Money, nullable=False),
         sa.PrimaryKeyConstraint("upstream", "hour", name=op.f("pk_gpu_hours")),
     )
+    op.create_index(
+        op.f("ix_usage_records_upstream_price_entry"),
+        "usage_records",
+        ["upstream", "price_entry"],
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_usage_records_upstream_price_entry"), table_name="usage_records")
     op.drop_table("gpu_hours")
