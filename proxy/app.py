@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from proxy.api import ops, usage
+from proxy.access.declared import apply_declared
+from proxy.access.directory import AccessDirectory
+from proxy.alerts.dispatcher import AlertDispatcher
+from proxy.alerts.evaluate import AlertEvaluator
+from proxy.alerts.store import AlertStore
+from proxy.api import admin, ops, usage
 from proxy.api.openai import OpenAIRoute
 from proxy.asgi import ASGIApp, Receive, Scope, Send
+from proxy.budgets.admission import Admission
+from proxy.budgets.guard import BudgetGuard, LeasePolicy
+from proxy.budgets.store import BudgetStore
+from proxy.budgets.trace_limits import TraceLimiter
+from proxy.clock import Clock, utc_now
+from proxy.ids import new_request_id
 from proxy.ledger.database import DATABASE_ERRORS, create_ledger_engine
 from proxy.ledger.gpu_hours import price_gpu_hours
 from proxy.ledger.jobs import run_every
@@ -40,6 +52,7 @@ logger = logging.getLogger(__name__)
 _LONGEST_TRACE_SWEEP_SECONDS = 5.0
 _RETENTION_SECONDS = 3600.0
 _GPU_HOURS_SECONDS = 60.0
+_ACCESS_LOAD_WAIT_SECONDS = 5.0
 
 
 class ProxyApp:
@@ -104,7 +117,32 @@ async def _prepare_database(database_url: str) -> None:
         )
 
 
-def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp:
+async def _load_access(
+    engine: AsyncEngine, settings: Settings, directory: AccessDirectory, clock: Clock
+) -> None:
+    """Write what the config declares to the database, then read keys and budgets into memory;
+    while the database is away, retry (proxy keys are refused until it is back)."""
+    delay = 0.5
+    while True:
+        try:
+            await apply_declared(engine, settings, clock())
+            await directory.reload()
+            return
+        except DATABASE_ERRORS as error:
+            logger.warning("cannot load teams, keys and budgets yet, retrying: %s", error)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
+def _report_crash(task: asyncio.Task[Any]) -> None:
+    """A background task must never end while the app runs: say so loudly if one does."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("background task %s crashed", task.get_name(), exc_info=task.exception())
+
+
+def create_app(
+    settings: Settings, extra_sinks: Sequence[Sink] = (), clock: Clock = utc_now
+) -> ProxyApp:
     """Wire upstreams, metering, sinks and routes; the lifespan owns the client and tasks."""
     client = AiohttpUpstreamClient(
         settings.proxy.timeouts, settings.proxy.max_connections_per_upstream
@@ -114,6 +152,35 @@ def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp
     database_url = settings.environment.database_url
     engine = create_ledger_engine(database_url)
     ledger_config = settings.proxy.ledger
+    directory = AccessDirectory(engine, settings.proxy.access.poll_seconds)
+    budget_config, alert_config = settings.proxy.budgets, settings.proxy.alerts
+    lease_policy = LeasePolicy(
+        ttl_seconds=budget_config.lease_ttl_seconds,
+        slice_share=budget_config.lease_slice_share,
+        idle_seconds=budget_config.lease_idle_seconds,
+    )
+    guard = BudgetGuard(BudgetStore(engine), new_request_id(), lease_policy)
+    alert_store = AlertStore(engine)
+    dispatcher = AlertDispatcher(
+        alert_store,
+        metrics.budgets.deliveries,
+        clock,
+        max_attempts=alert_config.delivery_max_attempts,
+    )
+    evaluator = AlertEvaluator(
+        engine,
+        directory,
+        alert_store,
+        metrics.budgets,
+        clock,
+        timedelta(hours=alert_config.forecast_window_hours),
+        on_recorded=dispatcher.wake,
+    )
+
+    def stored(request_ids: list[str]) -> None:
+        guard.landed(request_ids)
+        evaluator.nudge()
+
     ledger = LedgerWriter(
         LedgerStore(engine),
         ledger_config.journal_dir,
@@ -121,10 +188,24 @@ def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp
         batch_size=ledger_config.batch_size,
         flush_seconds=ledger_config.flush_seconds,
         fsync_seconds=ledger_config.fsync_seconds,
+        on_stored=stored,
     )
     sinks: list[Sink] = [MetricsSink(metrics), traces, ledger, *extra_sinks]
     catalog = PriceCatalog(settings.proxy.prices)
     settler = Settler(catalog, Publisher(sinks, metrics.sink_errors))
+    trace_limits = settings.proxy.trace_limits
+    admission = Admission(
+        guard,
+        catalog,
+        TraceLimiter(traces, trace_limits.max_calls, trace_limits.max_cost_usd)
+        if trace_limits.max_calls is not None or trace_limits.max_cost_usd is not None
+        else None,
+        budget_config.output_allowance_tokens,
+        clock,
+    )
+
+    async def renew_leases() -> None:
+        await guard.renew(clock())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -133,10 +214,22 @@ def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp
         await asyncio.to_thread(tokens.warm_up)
         await client.start()
         ledger.start()
+        loading = asyncio.create_task(_load_access(engine, settings, directory, clock))
+        # Serve with keys and budgets loaded, unless the database makes that wait.
+        await asyncio.wait([loading], timeout=_ACCESS_LOAD_WAIT_SECONDS)
         background = [
+            loading,
             asyncio.create_task(_finish_idle_traces(traces, settings.proxy.trace_idle_seconds)),
             *(asyncio.create_task(job) for job in _ledger_jobs(settings, engine, metrics)),
+            asyncio.create_task(directory.poll()),
+            asyncio.create_task(
+                run_every(lease_policy.renew_seconds, renew_leases, "budget-leases")
+            ),
+            asyncio.create_task(evaluator.run(alert_config.check_seconds)),
+            asyncio.create_task(dispatcher.run()),
         ]
+        for task in background:
+            task.add_done_callback(_report_crash)
         app.state.ready = True
         try:
             yield
@@ -147,7 +240,10 @@ def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp
             await asyncio.gather(*background, return_exceptions=True)
             traces.finish_idle(now=float("inf"))
             await client.aclose()
+            await dispatcher.aclose()
             await ledger.stop(ledger_config.drain_seconds)
+            with contextlib.suppress(*DATABASE_ERRORS):
+                await guard.release_all(clock())
             await engine.dispose()
             metrics.forget_this_process()
 
@@ -156,10 +252,13 @@ def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp
     rest.state.ledger = ledger
     rest.state.ledger_engine = engine
     rest.state.admin_key = settings.environment.admin_key
+    rest.state.access = directory
+    rest.state.clock = clock
     upstream_configs = {upstream.config.name: upstream.config for upstream in settings.upstreams}
     rest.state.what_if = WhatIf(engine, catalog, upstream_configs)
     rest.include_router(ops.router)
     rest.include_router(usage.router)
+    rest.include_router(admin.router)
     route = OpenAIRoute(
         Router.from_settings(settings),
         client,
@@ -167,6 +266,10 @@ def create_app(settings: Settings, extra_sinks: Sequence[Sink] = ()) -> ProxyApp
         traces,
         settler,
         BatchMetering(BatchRegistry(), settler.settle_batch_line),
+        directory,
+        admission,
+        settings.proxy.access.require_proxy_key,
+        clock,
     )
     return ProxyApp(route, rest)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import uvicorn
 
-from proxy import reports_cli
+from proxy import admin_cli, reports_cli
+from proxy.cli_support import database_failure
 from proxy.ledger.database import DATABASE_ERRORS
 from proxy.ledger.migrations import (
     DatabaseSchemaError,
@@ -96,7 +97,7 @@ def _migrate(arguments: argparse.Namespace) -> int:
         print(f"metering-proxy: {error}", file=sys.stderr)
         return 2
     except DATABASE_ERRORS as error:
-        return _database_failure(database_url, error)
+        return database_failure(database_url, error)
     print(_describe_upgrade(database_url, upgrade))
     return 0
 
@@ -108,15 +109,6 @@ def _describe_upgrade(database_url: str, upgrade: Upgrade) -> str:
         return f"{where} is already at the latest schema revision ({after}); nothing to do"
     before = ", ".join(upgrade.before) or "an empty database"
     return f"migrated {where} from {before} to schema revision {after} (the latest)"
-
-
-def _database_failure(database_url: str, error: Exception) -> int:
-    print(
-        f"metering-proxy: cannot use the ledger database {describe_database(database_url)}: "
-        f"{error}",
-        file=sys.stderr,
-    )
-    return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -135,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(handler=_migrate)
     reports_cli.register(commands)
+    admin_cli.register(commands)
     return parser
 
 

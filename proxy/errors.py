@@ -17,6 +17,10 @@ class ProxyError(Exception):
         self.message = message
         self.param = param
 
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Headers the answer carries besides the content type."""
+        return []
+
     def body(self) -> bytes:
         return orjson.dumps(
             {
@@ -28,6 +32,14 @@ class ProxyError(Exception):
                 }
             }
         )
+
+
+class Refused(ProxyError):
+    """A refusal that retrying cannot change: told to the OpenAI SDKs, which honour
+    `x-should-retry`, so that they do not retry it as they would any other 429."""
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"x-should-retry", b"false")]
 
 
 class InvalidRequest(ProxyError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import (
@@ -120,6 +121,36 @@ class Metrics:
                 registry=registry,
             ),
         )
+        self.budgets = BudgetMetrics(
+            # Every process reads the same spend from the database: the newest value is the
+            # answer, not a sum over workers.
+            spend=Gauge(
+                "llm_proxy_budget_spend_usd",
+                "Spend of the team's current budget period in USD, as the ledger has it.",
+                ["team", "period"],
+                registry=registry,
+                multiprocess_mode="livemostrecent",
+            ),
+            limit=Gauge(
+                "llm_proxy_budget_limit_usd",
+                "The team's budget limit for the period in USD.",
+                ["team", "period"],
+                registry=registry,
+                multiprocess_mode="livemostrecent",
+            ),
+            alerts=Counter(
+                "llm_proxy_budget_alerts",
+                "Budget alerts raised (each once per threshold per period per team).",
+                ["team", "kind"],
+                registry=registry,
+            ),
+            deliveries=Counter(
+                "llm_proxy_alert_deliveries",
+                "Attempts to deliver an alert to a sink, by outcome (delivered, retry, failed).",
+                ["sink_kind", "outcome"],
+                registry=registry,
+            ),
+        )
         self._models: set[str] = set()
 
     def exposition(self) -> bytes:
@@ -153,6 +184,14 @@ class Metrics:
 
     def observe_trace(self, summary: TraceSummary) -> None:
         self.trace_calls.observe(summary.calls)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetMetrics:
+    spend: Gauge
+    limit: Gauge
+    alerts: Counter
+    deliveries: Counter
 
 
 _TOKEN_KINDS = (

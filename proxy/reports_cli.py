@@ -14,8 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from proxy.cli_support import command_settings, database_failure
 from proxy.ledger.database import DATABASE_ERRORS, create_ledger_engine
-from proxy.ledger.migrations import describe_database
 from proxy.ledger.reports.documents import Summary, UsageTotals
 from proxy.ledger.reports.filters import (
     Dimension,
@@ -29,7 +29,7 @@ from proxy.ledger.reports.filters import (
 from proxy.ledger.reports.summary import summarize
 from proxy.ledger.whatif import Scenario, WhatIf, WhatIfDocument, what_if_document
 from proxy.pricing.catalog import PriceCatalog
-from proxy.settings import ConfigError, Settings, load_settings
+from proxy.settings import Settings
 from proxy.terminal import aligned_table
 from proxy.whatif_cli import render_what_if
 
@@ -82,10 +82,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _report(arguments: argparse.Namespace) -> int:
-    try:
-        settings = load_settings()
-    except ConfigError as error:
-        print(f"metering-proxy: {error}", file=sys.stderr)
+    settings = command_settings()
+    if settings is None:
         return 2
     database_url = settings.environment.database_url
     try:
@@ -100,12 +98,7 @@ def _report(arguments: argparse.Namespace) -> int:
         print(f"metering-proxy report: {error.message}", file=sys.stderr)
         return 2
     except DATABASE_ERRORS as error:
-        print(
-            f"metering-proxy: cannot read the ledger database {describe_database(database_url)}: "
-            f"{error}",
-            file=sys.stderr,
-        )
-        return 1
+        return database_failure(database_url, error, "read")
     sys.stdout.write(_RENDERERS[arguments.format](summary))
     return 0
 

@@ -13,7 +13,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 UpstreamKind = Literal["openai", "azure", "openai-compatible"]
 
@@ -87,6 +95,76 @@ class LedgerConfig(_Strict):
     retention_days: int | None = Field(default=None, gt=0)
 
 
+class AccessConfig(_Strict):
+    """Who may call: `require_proxy_key` refuses calls without a proxy key (401)."""
+
+    require_proxy_key: bool = False
+    # How often each process checks the database for changed keys, teams and budgets.
+    poll_seconds: float = Field(default=1.0, gt=0)
+
+
+class BudgetConfig(_Strict):
+    """How hard budgets reserve: see proxy/budgets/guard.py for the leases."""
+
+    # Output tokens reserved for a call that sets no max_tokens (or equivalent).
+    output_allowance_tokens: int = Field(default=1024, ge=0)
+    lease_ttl_seconds: float = Field(default=15.0, gt=0)
+    lease_slice_share: Decimal = Field(default=Decimal("0.02"), gt=0, le=1)
+    lease_idle_seconds: float = Field(default=2.0, gt=0)
+
+
+class AlertConfig(_Strict):
+    """When budgets are checked for alerts, and how the burn rate is measured."""
+
+    check_seconds: float = Field(default=10.0, gt=0)
+    # A forecast alert extrapolates the spend of this many last hours to the period's end.
+    forecast_window_hours: float = Field(default=6.0, gt=0)
+    delivery_max_attempts: int = Field(default=8, gt=0)
+
+
+class AlertSinkConfig(_Strict):
+    """An `[[alert_sinks]]` entry; a webhook's HMAC secret comes from `secret_env`."""
+
+    kind: Literal["webhook", "slack"]
+    url: str
+    secret_env: str | None = None
+
+
+class TraceLimitConfig(_Strict):
+    """Caps on one agent trace; a call past them gets 429 `trace_budget_exceeded`."""
+
+    max_calls: int | None = Field(default=None, gt=0)
+    max_cost_usd: Decimal | None = Field(default=None, gt=0)
+
+
+class KeyConfig(_Strict):
+    """A `[[teams.keys]]` entry: the key itself comes from the environment variable `key_env`."""
+
+    key_env: str
+    name: str | None = None
+    models: tuple[str, ...] | None = None
+    end_user: str | None = None
+    expires_at: AwareDatetime | None = None
+
+
+class TeamBudgetConfig(_Strict):
+    period: Literal["daily", "weekly", "monthly", "window"]
+    limit_usd: Decimal = Field(gt=0)
+    hard: bool = False
+    thresholds: tuple[Decimal, ...] = (Decimal("0.5"), Decimal("0.8"), Decimal("1"))
+    timezone: str = "UTC"
+    window_start: AwareDatetime | None = None
+    window_end: AwareDatetime | None = None
+
+
+class TeamConfig(_Strict):
+    """A `[[teams]]` entry, for deployments that keep their teams in the config file."""
+
+    name: str = Field(min_length=1, max_length=128)
+    keys: tuple[KeyConfig, ...] = ()
+    budget: TeamBudgetConfig | None = None
+
+
 class ProxyConfig(_Strict):
     """The TOML config file."""
 
@@ -101,6 +179,12 @@ class ProxyConfig(_Strict):
     # On SIGTERM, calls in flight (long streams) get this long to finish.
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     ledger: LedgerConfig = LedgerConfig()
+    access: AccessConfig = AccessConfig()
+    budgets: BudgetConfig = BudgetConfig()
+    alerts: AlertConfig = AlertConfig()
+    alert_sinks: tuple[AlertSinkConfig, ...] = ()
+    trace_limits: TraceLimitConfig = TraceLimitConfig()
+    teams: tuple[TeamConfig, ...] = ()
 
     @model_validator(mode="after")
     def _names(self) -> ProxyConfig:
@@ -109,6 +193,9 @@ class ProxyConfig(_Strict):
             raise ValueError("upstream names must be unique")
         if self.default_upstream is not None and self.default_upstream not in names:
             raise ValueError(f"default_upstream {self.default_upstream!r} is not an upstream")
+        teams = [team.name for team in self.teams]
+        if len(teams) != len(set(teams)):
+            raise ValueError("team names must be unique")
         return self
 
 
@@ -132,12 +219,22 @@ class ResolvedUpstream(_Strict):
     api_key: SecretStr | None
 
 
+class ResolvedSecrets(_Strict):
+    """The secrets the config names by environment variable, looked up."""
+
+    # Proxy keys of `[[teams.keys]]`, by team name, in the config's order.
+    team_keys: dict[str, tuple[SecretStr, ...]] = Field(default_factory=dict)
+    # HMAC secrets of `[[alert_sinks]]`, in the config's order (None: no secret).
+    alert_sink_secrets: tuple[SecretStr | None, ...] = ()
+
+
 class Settings(_Strict):
     """Everything the app needs, handed down from the entry point."""
 
     environment: EnvironmentSettings
     proxy: ProxyConfig
     upstreams: tuple[ResolvedUpstream, ...]
+    secrets: ResolvedSecrets = ResolvedSecrets()
 
     @property
     def default_upstream_name(self) -> str:
@@ -182,6 +279,30 @@ def _resolve_upstreams(
     return tuple(resolved)
 
 
+def _required_secret(environ: Mapping[str, str], variable: str, what: str) -> SecretStr:
+    value = environ.get(variable)
+    if not value:
+        raise ConfigError(f"{what} comes from ${variable}, which is not set")
+    return SecretStr(value)
+
+
+def _resolve_secrets(config: ProxyConfig, environ: Mapping[str, str]) -> ResolvedSecrets:
+    team_keys = {
+        team.name: tuple(
+            _required_secret(environ, key.key_env, f"a key of team {team.name!r}")
+            for key in team.keys
+        )
+        for team in config.teams
+    }
+    sink_secrets = tuple(
+        None
+        if sink.secret_env is None
+        else _required_secret(environ, sink.secret_env, f"the secret of alert sink {sink.url}")
+        for sink in config.alert_sinks
+    )
+    return ResolvedSecrets(team_keys=team_keys, alert_sink_secrets=sink_secrets)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the environment and the config file it names; raise `ConfigError` on bad input."""
     environ = os.environ if environ is None else environ
@@ -191,7 +312,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"invalid METERING_* environment variable:\n{error}") from error
     config = _read_config_file(environment.config) if environment.config else ProxyConfig()
     return Settings(
-        environment=environment, proxy=config, upstreams=_resolve_upstreams(config, environ)
+        environment=environment,
+        proxy=config,
+        upstreams=_resolve_upstreams(config, environ),
+        secrets=_resolve_secrets(config, environ),
     )
 
 

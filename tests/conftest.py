@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from proxy.app import create_app
+from proxy.clock import Clock, utc_now
 from proxy.settings import load_settings
 from tests.support.databases import (
     POSTGRES_HOST,
@@ -46,7 +47,11 @@ def start_proxy(tmp_path: Path, records: RecordCollector) -> Iterator[ProxyFacto
     with ExitStack() as stack:
         numbers = itertools.count()
 
-        def start(config_toml: str = "", environ: dict[str, str] | None = None) -> str:
+        def start(
+            config_toml: str = "",
+            environ: dict[str, str] | None = None,
+            clock: Clock = utc_now,
+        ) -> str:
             number = next(numbers)
             config_path = tmp_path / f"config-{number}.toml"
             journal = tmp_path / f"journal-{number}"
@@ -56,7 +61,7 @@ def start_proxy(tmp_path: Path, records: RecordCollector) -> Iterator[ProxyFacto
                 "METERING_DATABASE_URL": sqlite_url(tmp_path / f"ledger-{number}"),
             }
             settings = load_settings({**base_environ, **(environ or {})})
-            app = create_app(settings, extra_sinks=[records])
+            app = create_app(settings, extra_sinks=[records], clock=clock)
             server: AbstractContextManager[str] = serve_in_thread(app)
             return f"{stack.enter_context(server)}/v1"
 

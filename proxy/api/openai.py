@@ -11,6 +11,7 @@ import asyncio
 import time
 from urllib.parse import unquote
 
+from proxy.access.directory import AccessDirectory, AccessSnapshot
 from proxy.asgi import (
     ClientChannel,
     ClientDisconnected,
@@ -22,7 +23,9 @@ from proxy.asgi import (
     header_value,
     send_error,
 )
+from proxy.budgets.admission import Admission
 from proxy.callers import identify_caller
+from proxy.clock import Clock
 from proxy.endpoints import family_of, model_routed_endpoint
 from proxy.errors import ModelNotServed, ProxyError
 from proxy.metering.attribution import attribute
@@ -53,6 +56,10 @@ class OpenAIRoute:
         traces: TraceTracker,
         settler: Settler,
         batches: BatchMetering,
+        access: AccessDirectory,
+        admission: Admission,
+        require_proxy_key: bool,
+        clock: Clock,
     ) -> None:
         self._router = router
         self._client = client
@@ -60,26 +67,34 @@ class OpenAIRoute:
         self._traces = traces
         self._settler = settler
         self._batches = batches
+        self._access = access
+        self._admission = admission
+        self._require_proxy_key = require_proxy_key
+        self._clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        exchange = Exchange(caller=identify_caller(scope["headers"]))
+        exchange = Exchange()
         id_header = [(b"x-metering-request-id", exchange.request_id.encode())]
         channel = ClientChannel(receive)
+        access = self._access.snapshot
         try:
+            exchange.caller = identify_caller(
+                scope["headers"], access, self._clock(), self._require_proxy_key
+            )
             if self._lists_all_models(scope):
                 await self._send_model_list(scope, exchange, send, id_header)
                 return
-            upstream_request = await self._upstream_request(scope, exchange, channel)
+            upstream_request = await self._upstream_request(scope, exchange, channel, access)
             exchange.forwarded_at = time.perf_counter()
             await self._relay_until_disconnect(upstream_request, exchange, channel, send)
         except ProxyError as error:
             exchange.status = str(error.status)
-            await send_error(send, error, id_header)
+            await send_error(send, error, [*id_header, *error.headers()])
         except ClientDisconnected:
             exchange.client_closed()
         finally:
             self._batches.note_answer(exchange)
-            self._settler.settle(exchange)
+            self._admission.settle(exchange, self._settler.settle(exchange))
 
     def _lists_all_models(self, scope: Scope) -> bool:
         return (
@@ -106,7 +121,7 @@ class OpenAIRoute:
         await send({"type": "http.response.body", "body": answer.body, "more_body": False})
 
     async def _upstream_request(
-        self, scope: Scope, exchange: Exchange, channel: ClientChannel
+        self, scope: Scope, exchange: Exchange, channel: ClientChannel, access: AccessSnapshot
     ) -> UpstreamRequest:
         method: str = scope["method"]
         headers: RawHeaders = scope["headers"]
@@ -137,6 +152,7 @@ class OpenAIRoute:
             exchange.tap = self._batches.tap_for(method, path, upstream)
             if exchange.tap is not None:
                 headers = readable_accept_encoding(headers, identity_only=False)
+        await self._admission.admit(exchange, access)
         return upstream.request(
             method=method,
             path=path,

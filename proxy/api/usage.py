@@ -1,28 +1,18 @@
-"""`/usage/*`: usage reports over the ledger, as JSON.
-
-Every answer other than 200 is in OpenAI's error shape, bad parameters included (400, never
-FastAPI's 422), so that clients handle the proxy's errors one way.
-"""
+"""`/usage/*`: usage reports over the ledger, as JSON (errors in OpenAI's shape)."""
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from pydantic import BaseModel, SecretStr
+from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from proxy.api.common import OpenAIErrorRoute, error_responses, require_usage_reader
 from proxy.errors import ProxyError
-from proxy.ledger.database import DATABASE_ERRORS
 from proxy.ledger.reports.documents import RequestPage, Summary, TopTraces, TraceTree
 from proxy.ledger.reports.filters import (
-    ReportError,
     UsageFilter,
     group_by,
     text_value,
@@ -37,95 +27,22 @@ from proxy.ledger.whatif import Scenario, WhatIf, WhatIfDocument, what_if_docume
 logger = logging.getLogger(__name__)
 
 
-class Unauthorized(ProxyError):
-    status = 401
-    error_type = "invalid_request_error"
-    code = "invalid_api_key"
-
-
 class TraceNotFound(ProxyError):
     status = 404
     error_type = "invalid_request_error"
     code = "trace_not_found"
 
 
-class LedgerUnavailable(ProxyError):
-    status = 503
-    code = "ledger_unavailable"
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class ErrorDocument(BaseModel):
-    """OpenAI's error shape."""
-
-    error: ErrorDetail
-
-
-class _OpenAIErrorRoute(APIRoute):
-    """Answers every error of the route, from parameter parsing on, in OpenAI's shape."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as error:
-                return _error_response(_invalid_parameter(error))
-            except ProxyError as error:
-                return _error_response(error)
-            except DATABASE_ERRORS as error:
-                logger.warning("a usage report could not read the ledger: %s", error)
-                return _error_response(LedgerUnavailable("The ledger database is unavailable."))
-
-        return handle
-
-
-def _error_response(error: ProxyError) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
-    return Response(error.body(), error.status, headers, media_type="application/json")
-
-
-def _invalid_parameter(error: RequestValidationError) -> ReportError:
-    first: dict[str, Any] = next(iter(error.errors()), {})
-    location = first.get("loc", ())
-    param = str(location[-1]) if location else None
-    return ReportError(f"Invalid `{param}`: {first.get('msg', 'invalid value')}.", param=param)
-
-
-async def require_admin_key(request: Request) -> None:
-    """With `METERING_ADMIN_KEY` set, only `Authorization: Bearer <that key>` may read usage."""
-    admin_key: SecretStr | None = request.app.state.admin_key
-    if admin_key is None:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    # Starlette decodes headers as latin-1: encoding back gives the bytes the client sent.
-    given = token.strip().encode("latin-1")
-    expected = admin_key.get_secret_value().encode("utf-8")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
-        raise Unauthorized("Reading usage needs `Authorization: Bearer` with the admin key.")
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"model": ErrorDocument, "description": description}
-
-
 router = APIRouter(
     prefix="/usage",
     tags=["usage"],
-    route_class=_OpenAIErrorRoute,
-    dependencies=[Depends(require_admin_key)],
-    responses={
-        400: _error("A parameter is invalid."),
-        401: _error("The admin key is missing or wrong."),
-        503: _error("The ledger database is unavailable."),
-    },
+    route_class=OpenAIErrorRoute,
+    dependencies=[Depends(require_usage_reader)],
+    responses=error_responses(
+        _400="A parameter is invalid.",
+        _401="The admin key is missing or wrong.",
+        _503="The ledger database is unavailable.",
+    ),
 )
 
 Since = Annotated[
@@ -208,7 +125,7 @@ async def requests(
 @router.get(
     "/traces/{trace_id}",
     response_model=TraceTree,
-    responses={404: _error("No call of this trace is in the ledger.")},
+    responses=error_responses(_404="No call of this trace is in the ledger."),
 )
 async def trace(
     ledger: Ledger,

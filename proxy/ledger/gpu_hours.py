@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from proxy.ledger.models import GpuHourRow, HourlyUsageRow, Money, TraceRow, UsageRow
 from proxy.ledger.rows import PENDING
+from proxy.ledger.spend import SpendKey, adjust_spend, spend_key
 from proxy.pricing.gpu_hours import GpuCall, allocate, hour_start
 
 _HOUR = timedelta(hours=1)
@@ -120,6 +121,8 @@ async def _split_hour(
                 UsageRow.input_tokens + UsageRow.output_tokens,
                 UsageRow.cost_usd,
                 UsageRow.price_entry,
+                UsageRow.key_id,
+                UsageRow.created_at,
             ).where(
                 UsageRow.upstream == upstream,
                 UsageRow.created_at >= hour,
@@ -132,6 +135,7 @@ async def _split_hour(
     shares = allocate(hourly_cost, calls)
     rollup: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [Decimal(0), 0])
     traces: dict[str, list[Any]] = defaultdict(lambda: [Decimal(0), 0])
+    spend: dict[SpendKey, list[Any]] = defaultdict(lambda: [Decimal(0), 0])
     updates = []
     for row, share in zip(rows, shares, strict=True):
         was_pending = row[6] == PENDING
@@ -139,6 +143,9 @@ async def _split_hour(
         updates.append({"key": row[0], "cost": share.cost_usd})
         rollup[row[1], row[2]][0] += delta
         rollup[row[1], row[2]][1] += int(was_pending)
+        spend_change = spend[spend_key(row[1], row[7], row[8])]
+        spend_change[0] += delta
+        spend_change[1] += int(was_pending)
         if row[3] is not None:
             traces[row[3]][0] += delta
             traces[row[3]][1] += int(was_pending)
@@ -151,6 +158,7 @@ async def _split_hour(
         )
     await _adjust_rollup(connection, upstream, hour, rollup)
     await _adjust_traces(connection, traces)
+    await adjust_spend(connection, {key: (change[0], change[1]) for key, change in spend.items()})
     await _record_hour(connection, upstream, hour, hourly_cost, calls, is_new)
     return [
         CostChange(team, model, upstream, delta)

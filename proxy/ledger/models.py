@@ -238,3 +238,101 @@ class BudgetRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     __table_args__ = (UniqueConstraint("team_id", "key_id"),)
+
+
+class AccessVersionRow(Base):
+    """One row, bumped in the same transaction as any change to teams, keys, budgets or alert
+    sinks: each replica polls it to know when to reload its in-memory copy."""
+
+    __tablename__ = "access_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class BudgetSpendRow(Base):
+    """Rollup for budgets: spend per team x key x quarter hour (every time zone's day starts
+    on a quarter hour). `key_id` is '' for calls made without a proxy key."""
+
+    __tablename__ = "budget_spend"
+
+    team: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    unpriced_calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
+
+    __table_args__ = (Index(None, "team", "bucket_start"),)
+
+
+class BudgetLeaseRow(Base):
+    """A slice of a hard budget one proxy process holds to admit calls without a query each."""
+
+    __tablename__ = "budget_leases"
+
+    budget_id: Mapped[int] = mapped_column(
+        ForeignKey("budgets.id", ondelete="CASCADE"), primary_key=True
+    )
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64), primary_key=True)
+    amount_usd: Mapped[Decimal] = mapped_column(Money())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AlertRow(Base):
+    """A budget alert: unique per budget x period x kind x threshold, so it is sent once."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    budget_id: Mapped[int] = mapped_column(ForeignKey("budgets.id", ondelete="CASCADE"))
+    team: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # threshold | forecast
+    threshold: Mapped[Decimal] = mapped_column(Numeric(6, 4))
+    period: Mapped[str] = mapped_column(String(16))
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The JSON body every sink is sent (webhooks get it as is, Slack a text made from it).
+    payload: Mapped[dict[str, Any]] = mapped_column(Document)
+
+    __table_args__ = (
+        UniqueConstraint("budget_id", "period_start", "kind", "threshold"),
+        Index(None, "created_at"),
+    )
+
+
+class AlertSinkRow(Base):
+    __tablename__ = "alert_sinks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # webhook | slack
+    url: Mapped[str] = mapped_column(String(2048))
+    # The HMAC secret of a webhook; it must be kept to sign with, and is never shown again.
+    secret: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (UniqueConstraint("kind", "url"),)
+
+
+class AlertDeliveryRow(Base):
+    """The outbox: one row per alert x sink until it is delivered (or given up on)."""
+
+    __tablename__ = "alert_deliveries"
+
+    alert_id: Mapped[str] = mapped_column(
+        ForeignKey("alerts.id", ondelete="CASCADE"), primary_key=True
+    )
+    sink_id: Mapped[int] = mapped_column(
+        ForeignKey("alert_sinks.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # A process sending it holds it until then, so two replicas never send it together.
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(512))
+
+    __table_args__ = (Index(None, "status", "next_attempt_at"),)

@@ -1,7 +1,8 @@
 """Writing batches of rows to the database: idempotent by request id, rollups in the same commit.
 
 Only the rows a batch really inserted (`RETURNING` on an insert that skips known request ids)
-are added to the hourly rollup and to the traces, so replaying a batch never counts it twice.
+are added to the hourly rollup, the traces and the budgets' spend, so replaying a batch never
+counts it twice.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from proxy.ledger.models import HourlyUsageRow, TraceRow, UsageRow
 from proxy.ledger.rows import Row
+from proxy.ledger.spend import add_spend
 
 _ROLLUP_SUMS = (
     "input_tokens",
@@ -67,6 +69,7 @@ class LedgerStore:
             if inserted:
                 await self._add_to_rollup(connection, inserted)
                 await self._add_to_traces(connection, inserted)
+                await add_spend(connection, inserted, self._insert)
         return len(inserted)
 
     async def _insert_new(self, connection: AsyncConnection, rows: Sequence[Row]) -> list[Row]:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +52,10 @@ class LedgerWriter:
         batch_size: int = 500,
         flush_seconds: float = 0.05,
         fsync_seconds: float = 0.2,
+        on_stored: Callable[[list[str]], None] = lambda request_ids: None,
     ) -> None:
         self._store = store
+        self._on_stored = on_stored
         self._directory = journal_directory
         self._metrics = metrics
         self._batch_size = batch_size
@@ -187,6 +190,7 @@ class LedgerWriter:
         if self._backoff:
             logger.warning("ledger database reachable again: replaying journaled records")
         self._backoff = 0.0
+        self._on_stored([row["request_id"] for row in rows])
         return True
 
     async def _sync_if_due(self) -> None:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from proxy.callers import Caller
+from proxy.budgets.guard import NO_RESERVATION, Reservation
+from proxy.callers import ANONYMOUS, Caller
 from proxy.ids import new_request_id
 from proxy.metering.attribution import Attribution
 from proxy.metering.tap import Tap
@@ -18,7 +19,7 @@ CLIENT_CLOSED = "client_closed"
 
 @dataclass(slots=True)
 class Exchange:
-    caller: Caller
+    caller: Caller = ANONYMOUS
     request_id: str = field(default_factory=new_request_id)
     started_at: float = field(default_factory=time.perf_counter)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -35,6 +36,9 @@ class Exchange:
     # The upstream's status, the proxy's own error status, or `client_closed`; a call that
     # failed in a way nothing above foresaw stays the 500 its client gets.
     status: str = "500"
+    # What admission took, given back when the call settles.
+    reservation: Reservation = NO_RESERVATION
+    trace_admitted: bool = False
 
     def client_closed(self) -> None:
         self.status = CLIENT_CLOSED

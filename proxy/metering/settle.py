@@ -46,6 +46,7 @@ class Settler:
             request_id=exchange.request_id,
             created_at=exchange.created_at,
             team=exchange.caller.team,
+            key_id=exchange.caller.key_id,
             upstream=exchange.upstream.name if exchange.upstream else "none",
             endpoint=exchange.family,
             model=exchange.model,
@@ -61,7 +62,7 @@ class Settler:
             overhead_seconds=(
                 exchange.forwarded_at - exchange.started_at if exchange.forwarded_at else None
             ),
-            user=exchange.attribution.user,
+            user=_end_user(exchange),
             tags=exchange.attribution.tags,
             trace_id=exchange.trace_id,
             parent_id=exchange.parent_id,
@@ -146,6 +147,14 @@ class Settler:
             at=exchange.created_at,
             service_tier=service_tier if isinstance(service_tier, str) else None,
         )
+
+
+def _end_user(exchange: Exchange) -> str | None:
+    """A key issued for one end user names it; otherwise the request's `user` field does."""
+    key = exchange.caller.key
+    if key is not None and key.end_user is not None:
+        return key.end_user
+    return exchange.attribution.user
 
 
 def _priced_by_gpu_hours(exchange: Exchange) -> bool:

@@ -26,7 +26,7 @@ CLI = str(Path(sys.executable).with_name("metering-proxy"))
 LEDGER_TABLES = set(Base.metadata.tables)
 
 # The newest revision in proxy/migrations/versions.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 async def run_cli(*arguments: str, database_url: str, cwd: Path) -> tuple[int, str, str]:

@@ -41,12 +41,6 @@ EXPECTED_DASHBOARDS = {
 FILTER_VARIABLES = ("team", "model", "upstream")
 PROMETHEUS_DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
-# The budget gauges are named in DESIGN.md but come with a later issue; until then the
-# budget panels show no data. Their labels are DESIGN.md's.
-BUDGET_GAUGES = {
-    "llm_proxy_budget_spend_usd": ("team", "period"),
-    "llm_proxy_budget_limit_usd": ("team", "period"),
-}
 # Prometheus's own series of pending and firing alerts.
 PROMETHEUS_BUILTINS = {"ALERTS": ()}
 
@@ -67,8 +61,12 @@ _SELECTOR = re.compile(r"\b([a-zA-Z_][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?")
 def _proxy_series_labels() -> dict[str, tuple[str, ...]]:
     """Every series name the proxy exports, with its labels, from a fresh `Metrics`."""
     metrics = Metrics(CollectorRegistry())
-    ledger = [getattr(metrics.ledger, field.name) for field in dataclasses.fields(metrics.ledger)]
-    collectors = [*vars(metrics).values(), *ledger]
+    grouped = [
+        getattr(group, field.name)
+        for group in (metrics.ledger, metrics.budgets)
+        for field in dataclasses.fields(group)
+    ]
+    collectors = [*vars(metrics).values(), *grouped]
     labels = {
         # A labelled metric with no children collects no samples, so the label names come
         # from the collector itself.
@@ -94,7 +92,6 @@ def _known_series() -> dict[str, tuple[str, ...]]:
     return {
         **_proxy_series_labels(),
         **_recording_rule_labels(),
-        **BUDGET_GAUGES,
         **PROMETHEUS_BUILTINS,
     }
 
