@@ -90,24 +90,20 @@ def test_spend_resets_at_the_start_of_the_next_period(
     assert spend(proxy)["period_start"].startswith("2026-11-26T00:00:00")
 
 
-def test_unpriced_calls_are_shown_beside_the_spend(
+def test_unpriced_calls_are_counted_beside_the_spend_not_as_free(
     fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory
 ) -> None:
     _, upstream_url = fake_upstream
     proxy = start_proxy(config(upstream_url, "1000"), {"SEARCH_KEY": KEY, **ADMIN_ENVIRON})
     client = openai.OpenAI(base_url=proxy, api_key=KEY, max_retries=0)
-    # The fake serves gpt-4o-mini too; a config override prices only gpt-4o... but the bundled
-    # catalog knows gpt-4o-mini, so an unknown model is routed through a glob instead.
-    client.embeddings.create(model="text-embedding-3-small", input="hi")
+    client.chat.completions.create(model="house-model", messages=HI)  # type: ignore[arg-type]
     chat(proxy)
 
+    settled_spend(proxy, calls=2)
     document = spend(proxy)
-    deadline = time.monotonic() + 10
-    while int(document["calls"]) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-        document = spend(proxy)
-    assert Decimal(document["spend_usd"]) > CALL_COST
-    assert document["unpriced_calls"] == 0
+
+    assert (document["calls"], document["unpriced_calls"]) == (2, 1)
+    assert Decimal(document["spend_usd"]) == CALL_COST
 
 
 async def test_fifty_concurrent_calls_through_two_replicas_never_overspend(
@@ -142,3 +138,62 @@ async def test_fifty_concurrent_calls_through_two_replicas_never_overspend(
     assert spent <= limit
     # Used up to within one call's reservation: the limit holds without starving the team.
     assert admitted >= 9
+
+
+def test_a_key_budget_stops_that_key_and_not_the_rest_of_its_team(
+    fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory
+) -> None:
+    _, upstream_url = fake_upstream
+    proxy = start_proxy(single_upstream_config(upstream_url) + PRICED, ADMIN_ENVIRON)
+    admin = Admin(proxy)
+    admin.team("search")
+    capped, free = admin.key("search"), admin.key("search")
+    admin.call(
+        "PUT",
+        f"/admin/keys/{capped['id']}/budget",
+        {"period": "monthly", "limit_usd": "30", "hard": True},
+    )
+
+    def call(key: str) -> None:
+        client = openai.OpenAI(base_url=proxy, api_key=key, max_retries=0)
+        client.chat.completions.create(model="gpt-4o", messages=HI, max_tokens=16)  # type: ignore[arg-type]
+
+    call(capped["key"])
+    with pytest.raises(openai.RateLimitError, match="budget"):
+        call(capped["key"])
+    call(free["key"])
+    call(free["key"])
+
+
+def test_a_runaway_agent_trace_is_stopped_at_its_call_limit(
+    fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory
+) -> None:
+    fake, upstream_url = fake_upstream
+    proxy = start_proxy(single_upstream_config(upstream_url) + "[trace_limits]\nmax_calls = 3\n")
+    client = openai.OpenAI(base_url=proxy, api_key="sk-client", max_retries=0)
+    trace = {"X-Metering-Trace-Id": "agent-run-1"}
+
+    for _ in range(3):
+        client.chat.completions.create(model="gpt-4o", messages=HI, extra_headers=trace)  # type: ignore[arg-type]
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="gpt-4o", messages=HI, extra_headers=trace)  # type: ignore[arg-type]
+    client.chat.completions.create(model="gpt-4o", messages=HI)  # type: ignore[arg-type]
+
+    assert refused.value.code == "trace_budget_exceeded"
+    assert len(fake.requests) == 4  # three of the trace, one outside it
+
+
+def test_a_trace_is_stopped_once_it_has_cost_its_limit(
+    fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory
+) -> None:
+    _, upstream_url = fake_upstream
+    proxy = start_proxy(
+        single_upstream_config(upstream_url) + PRICED + '[trace_limits]\nmax_cost_usd = "30"\n'
+    )
+    client = openai.OpenAI(base_url=proxy, api_key="sk-client", max_retries=0)
+    trace = {"X-Metering-Trace-Id": "agent-run-2"}
+
+    client.chat.completions.create(model="gpt-4o", messages=HI, extra_headers=trace)  # type: ignore[arg-type]
+    client.chat.completions.create(model="gpt-4o", messages=HI, extra_headers=trace)  # type: ignore[arg-type]
+    with pytest.raises(openai.RateLimitError, match=r"\$36"):
+        client.chat.completions.create(model="gpt-4o", messages=HI, extra_headers=trace)  # type: ignore[arg-type]
