@@ -19,7 +19,13 @@ from proxy.access.errors import InvalidAdminRequest
 from proxy.access.store import DEFAULT_GRACE_SECONDS, AccessStore, IssuedKey, Key, KeySettings, Team
 from proxy.alerts.store import AlertStore
 from proxy.api.common import OpenAIErrorRoute, error_responses, require_admin_key
-from proxy.budgets.model import DEFAULT_THRESHOLDS, Budget, BudgetSettings
+from proxy.budgets.model import (
+    DEFAULT_THRESHOLDS,
+    LIMIT_DECIMAL_PLACES,
+    MAX_LIMIT_USD,
+    Budget,
+    BudgetSettings,
+)
 from proxy.budgets.periods import PeriodKind
 from proxy.budgets.store import BudgetStore
 from proxy.clock import Clock
@@ -92,7 +98,14 @@ class IssuedKeyDocument(KeyDocument):
 
 class BudgetBody(_Body):
     period: PeriodKind
-    limit_usd: Decimal = Field(gt=0, description="USD, as a decimal string.")
+    # What the ledger's Money column holds (10 decimal places; on SQLite, a 64-bit count of
+    # 1e-10 USD): a finer amount would round, maybe to 0, and a larger one overflow it.
+    limit_usd: Decimal = Field(
+        gt=0,
+        le=MAX_LIMIT_USD,
+        decimal_places=LIMIT_DECIMAL_PLACES,
+        description="USD, as a decimal string.",
+    )
     hard: bool = False
     thresholds: list[Decimal] = Field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
     timezone: str = "UTC"

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, SecretStr
 
-from proxy.errors import InvalidRequest, ProxyError
+from proxy.errors import InvalidJSON, InvalidRequest, ProxyError
 from proxy.ledger.database import DATABASE_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -88,13 +88,16 @@ def error_response(error: ProxyError) -> Response:
     return Response(error.body(), error.status, headers, media_type="application/json")
 
 
-def _invalid_parameter(error: RequestValidationError) -> InvalidParameter:
+def _invalid_parameter(error: RequestValidationError) -> InvalidRequest:
     first: dict[str, Any] = next(iter(error.errors()), {})
+    if first.get("type") == "json_invalid":  # its location is a character offset, not a name
+        return InvalidJSON()
     location = tuple(first.get("loc", ()))
     if location and location[0] in ("body", "query", "path", "header"):
         location = location[1:]  # where FastAPI found it, not part of the parameter's name
     param = ".".join(str(part) for part in location) or None
-    return InvalidParameter(f"Invalid `{param}`: {first.get('msg', 'invalid value')}.", param=param)
+    what = "body" if param is None else f"`{param}`"
+    return InvalidParameter(f"Invalid {what}: {first.get('msg', 'invalid value')}.", param=param)
 
 
 def _presented_admin_key(request: Request, admin_key: SecretStr) -> bool:

@@ -9,6 +9,10 @@ from decimal import Decimal
 from proxy.budgets.periods import Period, PeriodKind, current_period
 
 DEFAULT_THRESHOLDS = (Decimal("0.5"), Decimal("0.8"), Decimal("1"))
+# Money is stored to 1e-10 USD, on SQLite as a 64-bit count of those: a finer limit would round
+# (maybe to 0) and one above about 9.2e8 overflow.
+MAX_LIMIT_USD = Decimal(100_000_000)
+LIMIT_DECIMAL_PLACES = 10
 
 
 @dataclass(frozen=True, slots=True)

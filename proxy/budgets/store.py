@@ -21,7 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from proxy.access import version
 from proxy.access.errors import InvalidAdminRequest, NotFound
 from proxy.access.store import team_id_of
-from proxy.budgets.model import Budget, BudgetSettings, Spend
+from proxy.budgets.model import (
+    LIMIT_DECIMAL_PLACES,
+    MAX_LIMIT_USD,
+    Budget,
+    BudgetSettings,
+    Spend,
+)
 from proxy.budgets.periods import PERIOD_KINDS, Period
 from proxy.ledger.models import BudgetLeaseRow, BudgetRow, BudgetSpendRow, KeyRow, TeamRow
 
@@ -55,8 +61,17 @@ def check_settings(settings: BudgetSettings) -> None:
         raise InvalidAdminRequest(
             f"period must be one of {', '.join(PERIOD_KINDS)}.", param="period"
         )
-    if settings.limit_usd <= 0 or not settings.limit_usd.is_finite():
-        raise InvalidAdminRequest("limit_usd must be a positive amount.", param="limit_usd")
+    limit = settings.limit_usd
+    if (
+        not limit.is_finite()
+        or not 0 < limit <= MAX_LIMIT_USD
+        or limit != round(limit, LIMIT_DECIMAL_PLACES)
+    ):
+        raise InvalidAdminRequest(
+            f"limit_usd must be a positive amount of at most {MAX_LIMIT_USD} USD, to at most "
+            f"{LIMIT_DECIMAL_PLACES} decimal places.",
+            param="limit_usd",
+        )
     if not settings.thresholds or any(not 0 < t <= 10 for t in settings.thresholds):
         raise InvalidAdminRequest(
             "thresholds are shares of the limit, each above 0 (1.0 is the limit itself).",
