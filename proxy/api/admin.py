@@ -98,8 +98,7 @@ class IssuedKeyDocument(KeyDocument):
 
 class BudgetBody(_Body):
     period: PeriodKind
-    # What the ledger's Money column holds (10 decimal places; on SQLite, a 64-bit count of
-    # 1e-10 USD): a finer amount would round, maybe to 0, and a larger one overflow it.
+    # Bounded to what the ledger stores exactly (see proxy/budgets/model.py).
     limit_usd: Decimal = Field(
         gt=0,
         le=MAX_LIMIT_USD,
