@@ -22,12 +22,12 @@ from proxy.admin_commands import (
     add_command,
     add_group,
     count,
-    iso,
     iso_or_none,
     lines,
     moment,
     short,
 )
+from proxy.clock import iso_z
 from proxy.terminal import aligned_table
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def _confirm(question: str) -> None:
 
 
 def _team_document(team: Team) -> Document:
-    return {"name": team.name, "created_at": iso(team.created_at)}
+    return {"name": team.name, "created_at": iso_z(team.created_at)}
 
 
 # Keys
@@ -252,7 +252,7 @@ def _key_document(key: Key, now: datetime) -> Document:
         "prefix": key.prefix,
         "models": list(key.models) if key.models is not None else None,
         "end_user": key.end_user,
-        "created_at": iso(key.created_at),
+        "created_at": iso_z(key.created_at),
         "expires_at": iso_or_none(key.expires_at),
         "revoked_at": iso_or_none(key.revoked_at),
         "valid_until": iso_or_none(key.valid_until),  # the end of a rotation's grace

@@ -23,7 +23,7 @@ from proxy.access.errors import InvalidAdminRequest
 from proxy.access.store import AccessStore
 from proxy.budgets.store import BudgetStore
 from proxy.cli_support import command_settings, complain, database_failure
-from proxy.clock import utc_now
+from proxy.clock import as_utc, iso_z, utc_now
 from proxy.errors import ProxyError
 from proxy.ledger.database import DATABASE_ERRORS, create_ledger_engine
 from proxy.ledger.migrations import DatabaseSchemaError, prepare_database
@@ -130,16 +130,11 @@ def moment(text: str, option: str) -> datetime:
         raise InvalidAdminRequest(
             f"{option} must be an ISO 8601 time, such as 2026-12-31T23:59:00Z, not {text!r}."
         ) from None
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-
-
-def iso(at: datetime) -> str:
-    """A time as JSON documents carry it: ISO 8601, UTC, `Z`."""
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return as_utc(at)
 
 
 def iso_or_none(at: datetime | None) -> str | None:
-    return None if at is None else iso(at)
+    return None if at is None else iso_z(at)
 
 
 def short(at: datetime) -> str:

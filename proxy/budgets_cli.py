@@ -19,13 +19,13 @@ from proxy.admin_commands import (
     add_group,
     count,
     dollars,
-    iso,
     lines,
     moment,
     short,
 )
 from proxy.budgets.model import DEFAULT_THRESHOLDS, Budget, BudgetSettings
 from proxy.budgets.periods import PERIOD_KINDS, PeriodKind
+from proxy.clock import iso_z
 from proxy.ledger.reports.documents import usd_text
 
 if TYPE_CHECKING:
@@ -101,8 +101,8 @@ async def _show_budget(arguments: argparse.Namespace, ledger: Ledger, now: datet
     limit = budget.settings.limit_usd
     document = {
         **budget_document(budget),
-        "period_start": iso(period.start),
-        "period_end": iso(period.end),
+        "period_start": iso_z(period.start),
+        "period_end": iso_z(period.end),
         "spend_usd": usd_text(spend.cost_usd),
         "reserved_usd": usd_text(reserved),
         "calls": spend.calls,
@@ -143,8 +143,8 @@ def budget_document(budget: Budget) -> Document:
         # Shares of the limit, as the Admin API takes them: numbers, not amounts.
         "thresholds": [float(share) for share in settings.thresholds],
         "timezone": settings.timezone,
-        "window_start": iso(settings.window[0]) if settings.window else None,
-        "window_end": iso(settings.window[1]) if settings.window else None,
+        "window_start": iso_z(settings.window[0]) if settings.window else None,
+        "window_end": iso_z(settings.window[1]) if settings.window else None,
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from proxy.access import version
 from proxy.access.errors import AlreadyExists, InvalidAdminRequest, NotFound
 from proxy.access.secrets import hash_of, new_key, visible_prefix
+from proxy.clock import as_utc
 from proxy.ids import new_request_id
 from proxy.ledger.models import BudgetRow, KeyRow, TeamRow
 
@@ -67,7 +68,7 @@ class IssuedKey:
 
 
 def _team(row: TeamRow) -> Team:
-    return Team(name=row.name, created_at=_aware(row.created_at))
+    return Team(name=row.name, created_at=as_utc(row.created_at))
 
 
 def key_of_row(row: Any, team: str) -> Key:
@@ -80,20 +81,15 @@ def key_of_row(row: Any, team: str) -> Key:
         prefix=row.prefix,
         models=tuple(row.models) if row.models is not None else None,
         end_user=row.end_user,
-        created_at=_aware(row.created_at),
+        created_at=as_utc(row.created_at),
         expires_at=_aware_or_none(row.expires_at),
         revoked_at=_aware_or_none(row.revoked_at),
         valid_until=_aware_or_none(row.valid_until),
     )
 
 
-def _aware(at: datetime) -> datetime:
-    # SQLite gives naive datetimes back; every time the ledger stores is UTC.
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
 def _aware_or_none(at: datetime | None) -> datetime | None:
-    return None if at is None else _aware(at)
+    return None if at is None else as_utc(at)
 
 
 class AccessStore:
@@ -138,7 +134,7 @@ class AccessStore:
                 f"A team named {new_name!r} already exists.", param="name"
             ) from None
         assert created is not None
-        return Team(name=new_name, created_at=_aware(created))
+        return Team(name=new_name, created_at=as_utc(created))
 
     async def delete_team(self, name: str) -> None:
         """Delete a team with its keys and budgets; its recorded usage stays in the ledger."""
@@ -207,7 +203,7 @@ class AccessStore:
             )
             issued = await _insert_key(connection, row.team_id, team, settings, now)
             grace_end = now + timedelta(seconds=grace_seconds)
-            if row.valid_until is None or _aware(row.valid_until) > grace_end:
+            if row.valid_until is None or as_utc(row.valid_until) > grace_end:
                 await connection.execute(
                     update(KeyRow).where(KeyRow.id == key_id).values(valid_until=grace_end)
                 )

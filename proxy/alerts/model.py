@@ -7,6 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from proxy.clock import iso_z
+
 AlertKind = Literal["threshold", "forecast"]
 
 
@@ -47,21 +49,17 @@ class Alert:
             "kind": self.kind,
             "threshold": float(self.threshold),
             "period": self.period,
-            "period_start": _iso(self.period_start),
-            "period_end": _iso(self.period_end),
+            "period_start": iso_z(self.period_start),
+            "period_end": iso_z(self.period_end),
             "spend_usd": str(self.spend_usd),
             "limit_usd": str(self.limit_usd),
             "unpriced_calls": self.unpriced_calls,
-            "forecast_at": None if self.forecast_at is None else _iso(self.forecast_at),
+            "forecast_at": None if self.forecast_at is None else iso_z(self.forecast_at),
             "top_models": [_ranked(r, "model") for r in self.top_models],
             "top_users": [_ranked(r, "user") for r in self.top_users],
-            "created_at": _iso(self.created_at),
+            "created_at": iso_z(self.created_at),
         }
 
 
 def _ranked(ranked: Ranked, name: str) -> dict[str, Any]:
     return {name: ranked.name, "cost_usd": str(ranked.cost_usd), "calls": ranked.calls}
-
-
-def _iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")

@@ -9,7 +9,7 @@ processes never send the same delivery at the same time (see `claim_due`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from proxy.access import version
 from proxy.access.errors import AlreadyExists, InvalidAdminRequest, NotFound
 from proxy.alerts.model import Alert
+from proxy.clock import as_utc, iso_z
 from proxy.ledger.models import AlertDeliveryRow, AlertRow, AlertSinkRow
 
 SinkKind = Literal["webhook", "slack"]
@@ -48,7 +49,7 @@ class AlertSink:
             "kind": self.kind,
             "url": self.url,
             "has_secret": self.has_secret,
-            "created_at": iso(self.created_at),
+            "created_at": iso_z(self.created_at),
         }
 
 
@@ -87,7 +88,7 @@ class AlertStore:
             async with self._engine.begin() as connection:
                 sink_id = await connection.scalar(
                     insert(AlertSinkRow).returning(AlertSinkRow.id),
-                    {"kind": kind, "url": url, "secret": secret, "created_at": _utc(now)},
+                    {"kind": kind, "url": url, "secret": secret, "created_at": as_utc(now)},
                 )
                 await version.bump(connection)
         except IntegrityError:
@@ -96,7 +97,7 @@ class AlertStore:
             ) from None
         assert sink_id is not None
         return AlertSink(
-            id=sink_id, kind=kind, url=url, has_secret=secret is not None, created_at=_utc(now)
+            id=sink_id, kind=kind, url=url, has_secret=secret is not None, created_at=as_utc(now)
         )
 
     async def list_sinks(self) -> list[AlertSink]:
@@ -118,7 +119,7 @@ class AlertStore:
                 kind=_kind(row[1]),
                 url=row[2],
                 has_secret=bool(row[3]),
-                created_at=_utc(row[4]),
+                created_at=as_utc(row[4]),
             )
             for row in rows
         ]
@@ -162,8 +163,8 @@ class AlertStore:
                 kind=alert.kind,
                 threshold=alert.threshold,
                 period=alert.period,
-                period_start=_utc(alert.period_start),
-                created_at=_utc(alert.created_at),
+                period_start=as_utc(alert.period_start),
+                created_at=as_utc(alert.created_at),
                 payload=alert.document(),
             )
             # No conflict target: a known (budget, period, kind, threshold) and a known id (a
@@ -185,7 +186,7 @@ class AlertStore:
                             "sink_id": sink_id,
                             "status": "pending",
                             "attempts": 0,
-                            "next_attempt_at": _utc(alert.created_at),
+                            "next_attempt_at": as_utc(alert.created_at),
                             "claimed_until": None,
                             "delivered_at": None,
                             "last_error": None,
@@ -228,7 +229,7 @@ class AlertStore:
         LOCKED` (Postgres; SQLite has one writer at a time), so a row claimed by one process is
         not claimable by another until its claim runs out.
         """
-        now = _utc(now)
+        now = as_utc(now)
         until = now + timedelta(seconds=claim_seconds)
         d = AlertDeliveryRow
         due = (
@@ -282,7 +283,7 @@ class AlertStore:
                 .where(_row_of(delivery), AlertDeliveryRow.status == "pending")
                 .values(
                     status="delivered",
-                    delivered_at=_utc(now),
+                    delivered_at=as_utc(now),
                     claimed_until=None,
                     last_error=None,
                 )
@@ -296,7 +297,7 @@ class AlertStore:
         if next_attempt_at is None:
             values["status"] = "failed"
         else:
-            values["next_attempt_at"] = _utc(next_attempt_at)
+            values["next_attempt_at"] = as_utc(next_attempt_at)
         async with self._engine.begin() as connection:
             await connection.execute(
                 update(AlertDeliveryRow)
@@ -344,8 +345,8 @@ def _delivery_document(row: Any) -> dict[str, Any]:
         "status": row.status,
         "attempts": row.attempts,
         "last_error": row.last_error,
-        "next_attempt_at": iso(row.next_attempt_at) if row.status == "pending" else None,
-        "delivered_at": None if row.delivered_at is None else iso(row.delivered_at),
+        "next_attempt_at": iso_z(row.next_attempt_at) if row.status == "pending" else None,
+        "delivered_at": None if row.delivered_at is None else iso_z(row.delivered_at),
     }
 
 
@@ -379,13 +380,3 @@ def _check_sink(kind: str, url: str, secret: str | None) -> None:
         raise InvalidAdminRequest(
             f"secret must be 1 to {MAX_SECRET_LENGTH} characters.", param="secret"
         )
-
-
-def _utc(at: datetime) -> datetime:
-    # SQLite gives naive datetimes back; every time the ledger stores is UTC.
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-
-
-def iso(at: datetime) -> str:
-    """ISO 8601 in UTC with a `Z`, as alert documents write times."""
-    return _utc(at).isoformat().replace("+00:00", "Z")

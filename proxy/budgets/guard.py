@@ -26,6 +26,7 @@ from decimal import Decimal
 from proxy.budgets.model import Budget
 from proxy.budgets.periods import Period
 from proxy.budgets.store import BudgetStore
+from proxy.clock import iso_z
 from proxy.errors import ProxyError, Refused
 from proxy.ledger.database import DATABASE_ERRORS
 
@@ -44,12 +45,12 @@ class BudgetExceeded(Refused):
         settings = budget.settings
         super().__init__(
             f"The {settings.period} budget of {budget.label} (${settings.limit_usd}) does not "
-            f"cover this call. It resets at {period.end.isoformat().replace('+00:00', 'Z')}."
+            f"cover this call. It resets at {iso_z(period.end)}."
         )
         self.resets_at = period.end
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        resets_at = self.resets_at.isoformat().replace("+00:00", "Z").encode()
+        resets_at = iso_z(self.resets_at).encode()
         return [*super().headers(), (b"x-metering-budget-resets-at", resets_at)]
 
 

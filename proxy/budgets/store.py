@@ -9,7 +9,7 @@ leases of all replicas together never exceed what is left of the budget.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -29,17 +29,14 @@ from proxy.budgets.model import (
     Spend,
 )
 from proxy.budgets.periods import PERIOD_KINDS, Period
+from proxy.clock import as_utc
 from proxy.ledger.models import BudgetLeaseRow, BudgetRow, BudgetSpendRow, KeyRow, TeamRow
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _budget(row: Any, team: str) -> Budget:
     window = None
     if row.window_start is not None and row.window_end is not None:
-        window = (_aware(row.window_start), _aware(row.window_end))
+        window = (as_utc(row.window_start), as_utc(row.window_end))
     return Budget(
         id=row.id,
         team=team,

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+
+from proxy.clock import as_utc
 
 QUANTUM = Decimal("1e-10")
 
@@ -46,8 +48,7 @@ class CallCost:
 
 def hour_start(at: datetime) -> datetime:
     """The start of the UTC hour containing `at` (naive times are UTC)."""
-    utc = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-    return utc.replace(minute=0, second=0, microsecond=0)
+    return as_utc(at).replace(minute=0, second=0, microsecond=0)
 
 
 def allocate(cost: Decimal, calls: Sequence[GpuCall]) -> tuple[CallCost, ...]:

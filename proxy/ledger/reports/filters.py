@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from proxy.clock import as_utc
 from proxy.errors import InvalidRequest
 
 DEFAULT_WINDOW = timedelta(days=30)
@@ -176,7 +177,7 @@ def _tag_filters(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
 
 def _utc(value: datetime, param: str) -> datetime:
     try:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
     except OverflowError:
         raise ReportError(f"`{param}` is out of range.", param=param) from None
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, SQLColumnExpression, func
+
+from proxy.clock import as_utc
 
 TimeUnit = Literal["day", "hour"]
 _SQLITE_FORMATS: dict[TimeUnit, str] = {"day": "%Y-%m-%d 00:00:00", "hour": "%Y-%m-%d %H:00:00"}
@@ -23,8 +25,7 @@ def truncate(
 
 def utc(value: datetime | str) -> datetime:
     """A time read back from either engine as an aware UTC datetime (SQLite's are naive)."""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
 
 
 def iso(moment: datetime) -> str:
