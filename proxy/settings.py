@@ -23,6 +23,10 @@ from pydantic import (
     model_validator,
 )
 
+from proxy.access.errors import InvalidAdminRequest
+from proxy.budgets.model import DEFAULT_THRESHOLDS, BudgetSettings, check_settings, window_of
+from proxy.budgets.periods import PeriodKind
+
 UpstreamKind = Literal["openai", "azure", "openai-compatible"]
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -148,13 +152,33 @@ class KeyConfig(_Strict):
 
 
 class TeamBudgetConfig(_Strict):
-    period: Literal["daily", "weekly", "monthly", "window"]
+    period: PeriodKind
     limit_usd: Decimal = Field(gt=0)
     hard: bool = False
-    thresholds: tuple[Decimal, ...] = (Decimal("0.5"), Decimal("0.8"), Decimal("1"))
+    thresholds: tuple[Decimal, ...] = DEFAULT_THRESHOLDS
     timezone: str = "UTC"
     window_start: AwareDatetime | None = None
     window_end: AwareDatetime | None = None
+
+    def budget_settings(self) -> BudgetSettings:
+        return BudgetSettings(
+            period=self.period,
+            limit_usd=self.limit_usd,
+            hard=self.hard,
+            thresholds=self.thresholds,
+            timezone=self.timezone,
+            window=window_of(self.window_start, self.window_end),
+        )
+
+    @model_validator(mode="after")
+    def _usable(self) -> TeamBudgetConfig:
+        # The checks the admin API and the CLI make, at load time rather than at the first
+        # write to the database.
+        try:
+            check_settings(self.budget_settings())
+        except InvalidAdminRequest as error:
+            raise ValueError(error.message) from None
+        return self
 
 
 class TeamConfig(_Strict):

@@ -78,3 +78,23 @@ def test_default_upstream_is_the_first_unless_named(tmp_path: Path) -> None:
     assert settings.upstreams[0].config.base_url == "http://x/v1"
     named = load_settings(write(tmp_path, 'default_upstream = "b"\n' + text))
     assert named.default_upstream_name == "b"
+
+
+@pytest.mark.parametrize(
+    ("budget", "complaint"),
+    [
+        ('period = "monthly"\nlimit_usd = "10"\ntimezone = "Mars/Olympus"', "time zone"),
+        (
+            'period = "window"\nlimit_usd = "10"\nwindow_start = 2026-12-01T00:00:00Z',
+            "both window_start and window_end",
+        ),
+        ('period = "daily"\nlimit_usd = "10"\nthresholds = [0]', "thresholds"),
+    ],
+)
+def test_a_config_budget_is_checked_when_the_config_is_read(
+    tmp_path: Path, budget: str, complaint: str
+) -> None:
+    config = f'[[teams]]\nname = "search"\n[teams.budget]\n{budget}\n'
+
+    with pytest.raises(ConfigError, match=complaint):
+        load_settings(write(tmp_path, config))

@@ -20,24 +20,9 @@ from proxy.access.errors import AlreadyExists
 from proxy.access.secrets import hash_of, visible_prefix
 from proxy.access.store import AccessStore, KeySettings, insert_key_hash, team_id_of
 from proxy.alerts.store import AlertStore
-from proxy.budgets.model import BudgetSettings
 from proxy.budgets.store import BudgetStore
 from proxy.ledger.models import KeyRow
-from proxy.settings import KeyConfig, Settings, TeamBudgetConfig
-
-
-def budget_settings(config: TeamBudgetConfig) -> BudgetSettings:
-    window = None
-    if config.window_start is not None and config.window_end is not None:
-        window = (config.window_start, config.window_end)
-    return BudgetSettings(
-        period=config.period,
-        limit_usd=config.limit_usd,
-        hard=config.hard,
-        thresholds=config.thresholds,
-        timezone=config.timezone,
-        window=window,
-    )
+from proxy.settings import KeyConfig, Settings
 
 
 def _key_settings(config: KeyConfig) -> KeySettings:
@@ -59,7 +44,7 @@ async def apply_declared(engine: AsyncEngine, settings: Settings, now: datetime)
         for config, key in zip(team.keys, secrets, strict=True):
             await _declare_key(engine, team.name, key.get_secret_value(), config, now)
         if team.budget is not None:
-            await budgets.set_budget(team.name, None, budget_settings(team.budget), now)
+            await budgets.set_budget(team.name, None, team.budget.budget_settings(), now)
     alerts = AlertStore(engine)
     for sink, secret in zip(
         settings.proxy.alert_sinks, settings.secrets.alert_sink_secrets, strict=True

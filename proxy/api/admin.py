@@ -15,7 +15,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from proxy.access.directory import AccessDirectory
-from proxy.access.errors import InvalidAdminRequest
 from proxy.access.store import DEFAULT_GRACE_SECONDS, AccessStore, IssuedKey, Key, KeySettings, Team
 from proxy.alerts.store import AlertStore
 from proxy.api.common import OpenAIErrorRoute, error_responses, require_admin_key
@@ -25,6 +24,7 @@ from proxy.budgets.model import (
     MAX_LIMIT_USD,
     Budget,
     BudgetSettings,
+    window_of,
 )
 from proxy.budgets.periods import PeriodKind
 from proxy.budgets.store import BudgetStore
@@ -234,18 +234,13 @@ def _budget_document(budget: Budget) -> BudgetDocument:
 
 
 def _budget_settings(body: BudgetBody) -> BudgetSettings:
-    window = None
-    if body.window_start is not None and body.window_end is not None:
-        window = (body.window_start, body.window_end)
-    elif body.window_start is not None or body.window_end is not None:
-        raise InvalidAdminRequest("A window needs both window_start and window_end.")
     return BudgetSettings(
         period=body.period,
         limit_usd=body.limit_usd,
         hard=body.hard,
         thresholds=tuple(body.thresholds),
         timezone=body.timezone,
-        window=window,
+        window=window_of(body.window_start, body.window_end),
     )
 
 

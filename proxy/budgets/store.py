@@ -12,23 +12,16 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import ColumnElement, and_, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from proxy.access import version
-from proxy.access.errors import InvalidAdminRequest, NotFound
+from proxy.access.errors import NotFound
 from proxy.access.store import team_id_of
-from proxy.budgets.model import (
-    LIMIT_DECIMAL_PLACES,
-    MAX_LIMIT_USD,
-    Budget,
-    BudgetSettings,
-    Spend,
-)
-from proxy.budgets.periods import PERIOD_KINDS, Period
+from proxy.budgets.model import Budget, BudgetSettings, Spend, check_settings
+from proxy.budgets.periods import Period
 from proxy.clock import as_utc
 from proxy.ledger.models import BudgetLeaseRow, BudgetRow, BudgetSpendRow, KeyRow, TeamRow
 
@@ -50,43 +43,6 @@ def _budget(row: Any, team: str) -> Budget:
             window=window,
         ),
     )
-
-
-def check_settings(settings: BudgetSettings) -> None:
-    """Refuse settings no period could be computed from."""
-    if settings.period not in PERIOD_KINDS:
-        raise InvalidAdminRequest(
-            f"period must be one of {', '.join(PERIOD_KINDS)}.", param="period"
-        )
-    limit = settings.limit_usd
-    if (
-        not limit.is_finite()
-        or not 0 < limit <= MAX_LIMIT_USD
-        or limit != round(limit, LIMIT_DECIMAL_PLACES)
-    ):
-        raise InvalidAdminRequest(
-            f"limit_usd must be a positive amount of at most {MAX_LIMIT_USD} USD, to at most "
-            f"{LIMIT_DECIMAL_PLACES} decimal places.",
-            param="limit_usd",
-        )
-    if not settings.thresholds or any(not 0 < t <= 10 for t in settings.thresholds):
-        raise InvalidAdminRequest(
-            "thresholds are shares of the limit, each above 0 (1.0 is the limit itself).",
-            param="thresholds",
-        )
-    try:
-        ZoneInfo(settings.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidAdminRequest(
-            f"Unknown time zone {settings.timezone!r}.", param="timezone"
-        ) from None
-    if (settings.period == "window") != (settings.window is not None):
-        raise InvalidAdminRequest(
-            "A window budget needs window_start and window_end; other periods take neither.",
-            param="window_start",
-        )
-    if settings.window is not None and settings.window[0] >= settings.window[1]:
-        raise InvalidAdminRequest("window_start must be before window_end.", param="window_end")
 
 
 class BudgetStore:
