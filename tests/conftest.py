@@ -11,6 +11,8 @@ import pytest
 from proxy.app import create_app
 from proxy.clock import Clock, utc_now
 from proxy.settings import load_settings
+from tests.support.admin import ADMIN_ENVIRON
+from tests.support.clock import START, FakeClock
 from tests.support.databases import (
     POSTGRES_HOST,
     POSTGRES_PORT,
@@ -66,6 +68,21 @@ def start_proxy(tmp_path: Path, records: RecordCollector) -> Iterator[ProxyFacto
             return f"{stack.enter_context(server)}/v1"
 
         yield start
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A wall clock the test moves by hand, starting at `START`."""
+    return FakeClock(START)
+
+
+@pytest.fixture
+def admin_proxy(
+    fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory, clock: FakeClock
+) -> str:
+    """The proxy in front of the fake upstream, its admin API open, on the test's clock."""
+    _, upstream_url = fake_upstream
+    return start_proxy(single_upstream_config(upstream_url), ADMIN_ENVIRON, clock=clock)
 
 
 @pytest.fixture

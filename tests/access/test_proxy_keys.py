@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import openai
 import pytest
 
@@ -14,7 +12,6 @@ from tests.support.fake_upstream import FakeUpstream
 from tests.support.records import RecordCollector
 
 HI = [{"role": "user", "content": "Hi"}]
-NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
 
 def chat(proxy_url: str, key: str, model: str = "gpt-4o") -> openai.types.chat.ChatCompletion:
@@ -22,27 +19,14 @@ def chat(proxy_url: str, key: str, model: str = "gpt-4o") -> openai.types.chat.C
     return client.chat.completions.create(model=model, messages=HI)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(NOW)
-
-
-@pytest.fixture
-def proxy(
-    fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory, clock: FakeClock
-) -> str:
-    _, upstream_url = fake_upstream
-    return start_proxy(single_upstream_config(upstream_url), ADMIN_ENVIRON, clock=clock)
-
-
 def test_a_call_with_a_proxy_key_is_attributed_to_its_team_key_and_end_user(
-    proxy: str, records: RecordCollector, fake_upstream: tuple[FakeUpstream, str]
+    admin_proxy: str, records: RecordCollector, fake_upstream: tuple[FakeUpstream, str]
 ) -> None:
-    admin = Admin(proxy)
+    admin = Admin(admin_proxy)
     admin.team("search")
     issued = admin.key("search", name="ci", end_user="batch-job")
 
-    chat(proxy, issued["key"])
+    chat(admin_proxy, issued["key"])
 
     record = records.wait_for(1)[0]
     assert (record.team, record.key_id, record.user) == ("search", issued["id"], "batch-job")
@@ -51,62 +35,64 @@ def test_a_call_with_a_proxy_key_is_attributed_to_its_team_key_and_end_user(
 
 
 def test_an_unknown_proxy_key_gets_401_before_the_upstream_sees_the_call(
-    proxy: str, fake_upstream: tuple[FakeUpstream, str]
+    admin_proxy: str, fake_upstream: tuple[FakeUpstream, str]
 ) -> None:
     with pytest.raises(openai.AuthenticationError) as refused:
-        chat(proxy, "sk-mp-" + "x" * 43)
+        chat(admin_proxy, "sk-mp-" + "x" * 43)
 
     assert refused.value.code == "invalid_api_key"
     assert fake_upstream[0].requests == []
 
 
-def test_a_revoked_key_is_refused(proxy: str) -> None:
-    admin = Admin(proxy)
+def test_a_revoked_key_is_refused(admin_proxy: str) -> None:
+    admin = Admin(admin_proxy)
     admin.team("search")
     issued = admin.key("search")
-    chat(proxy, issued["key"])
+    chat(admin_proxy, issued["key"])
 
     admin.call("DELETE", f"/admin/keys/{issued['id']}")
 
     with pytest.raises(openai.AuthenticationError, match="revoked"):
-        chat(proxy, issued["key"])
+        chat(admin_proxy, issued["key"])
 
 
-def test_a_rotated_key_works_during_the_grace_period_only(proxy: str, clock: FakeClock) -> None:
-    admin = Admin(proxy)
+def test_a_rotated_key_works_during_the_grace_period_only(
+    admin_proxy: str, clock: FakeClock
+) -> None:
+    admin = Admin(admin_proxy)
     admin.team("search")
     old = admin.key("search")
 
     new = admin.call("POST", f"/admin/keys/{old['id']}/rotate", {"grace_seconds": 600}, 201)
 
-    chat(proxy, old["key"])
-    chat(proxy, new["key"])
+    chat(admin_proxy, old["key"])
+    chat(admin_proxy, new["key"])
     clock.advance(seconds=601)
-    chat(proxy, new["key"])
+    chat(admin_proxy, new["key"])
     with pytest.raises(openai.AuthenticationError, match="expired"):
-        chat(proxy, old["key"])
+        chat(admin_proxy, old["key"])
 
 
-def test_an_expired_key_is_refused(proxy: str, clock: FakeClock) -> None:
-    admin = Admin(proxy)
+def test_an_expired_key_is_refused(admin_proxy: str, clock: FakeClock) -> None:
+    admin = Admin(admin_proxy)
     admin.team("search")
     issued = admin.key("search", expires_at="2026-11-25T13:00:00Z")
-    chat(proxy, issued["key"])
+    chat(admin_proxy, issued["key"])
 
     clock.advance(hours=1)
 
     with pytest.raises(openai.AuthenticationError, match="expired"):
-        chat(proxy, issued["key"])
+        chat(admin_proxy, issued["key"])
 
 
-def test_a_key_calls_only_the_models_of_its_allow_list(proxy: str) -> None:
-    admin = Admin(proxy)
+def test_a_key_calls_only_the_models_of_its_allow_list(admin_proxy: str) -> None:
+    admin = Admin(admin_proxy)
     admin.team("search")
     issued = admin.key("search", models=["gpt-4o-mini*"])
 
-    chat(proxy, issued["key"], model="gpt-4o-mini")
+    chat(admin_proxy, issued["key"], model="gpt-4o-mini")
     with pytest.raises(openai.PermissionDeniedError) as refused:
-        chat(proxy, issued["key"], model="gpt-4o")
+        chat(admin_proxy, issued["key"], model="gpt-4o")
 
     assert refused.value.code == "model_not_allowed"
 
@@ -150,12 +136,12 @@ def test_with_proxy_keys_required_a_call_without_one_gets_401(
     fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory
 ) -> None:
     _, upstream_url = fake_upstream
-    proxy = start_proxy(
+    proxy_url = start_proxy(
         single_upstream_config(upstream_url) + "[access]\nrequire_proxy_key = true\n"
     )
 
     with pytest.raises(openai.AuthenticationError, match="requires a proxy key"):
-        chat(proxy, "sk-the-clients-own-openai-key")
+        chat(proxy_url, "sk-the-clients-own-openai-key")
 
 
 def test_keys_declared_in_the_config_file_work(
@@ -166,8 +152,8 @@ def test_keys_declared_in_the_config_file_work(
     config = single_upstream_config(upstream_url) + (
         '[[teams]]\nname = "ops"\n[[teams.keys]]\nname = "cron"\nkey_env = "OPS_KEY"\n'
     )
-    proxy = start_proxy(config, {"OPS_KEY": key})
+    proxy_url = start_proxy(config, {"OPS_KEY": key})
 
-    chat(proxy, key)
+    chat(proxy_url, key)
 
     assert records.wait_for(1)[0].team == "ops"

@@ -16,33 +16,19 @@ from fastapi.routing import APIRoute
 
 from proxy.access.store import DEFAULT_GRACE_SECONDS
 from proxy.api import admin as admin_api
-from tests.conftest import ProxyFactory, single_upstream_config
-from tests.support.admin import ADMIN_ENVIRON, ADMIN_KEY, Admin
-from tests.support.clock import FakeClock
-from tests.support.fake_upstream import FakeUpstream
+from tests.conftest import ProxyFactory
+from tests.support.admin import ADMIN_KEY, Admin
+from tests.support.clock import START
 from tests.support.records import RecordCollector
 
-NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+NOW = START
 BUDGET = {"period": "monthly", "limit_usd": "10.00", "hard": True, "thresholds": [0.5, 0.8, 1.0]}
 ERROR_FIELDS = {"message", "type", "param", "code"}
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(NOW)
-
-
-@pytest.fixture
-def proxy(
-    fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory, clock: FakeClock
-) -> str:
-    _, upstream_url = fake_upstream
-    return start_proxy(single_upstream_config(upstream_url), ADMIN_ENVIRON, clock=clock)
-
-
-@pytest.fixture
-def admin(proxy: str) -> Admin:
-    return Admin(proxy)
+def admin(admin_proxy: str) -> Admin:
+    return Admin(admin_proxy)
 
 
 def admin_routes() -> list[tuple[str, str]]:
@@ -75,7 +61,7 @@ def when(text: str) -> datetime:
 # The admin key
 
 
-def test_every_admin_route_refuses_a_call_without_the_right_admin_key(proxy: str) -> None:
+def test_every_admin_route_refuses_a_call_without_the_right_admin_key(admin_proxy: str) -> None:
     routes = admin_routes()
     assert ("POST", "/admin/teams") in routes and ("GET", "/admin/alerts") in routes
     wrong_credentials: list[dict[str, str]] = [
@@ -85,7 +71,7 @@ def test_every_admin_route_refuses_a_call_without_the_right_admin_key(proxy: str
         {"Authorization": f"Basic {ADMIN_KEY}"},
     ]
     unguarded = []
-    with httpx.Client(base_url=proxy.removesuffix("/v1")) as client:
+    with httpx.Client(base_url=admin_proxy.removesuffix("/v1")) as client:
         for method, path in routes:
             for headers in wrong_credentials:
                 answer = client.request(method, path, headers=headers, json={})
@@ -100,10 +86,10 @@ def test_every_admin_route_refuses_a_call_without_the_right_admin_key(proxy: str
 def test_without_an_admin_key_configured_the_admin_api_is_closed_and_says_how_to_open_it(
     start_proxy: ProxyFactory,
 ) -> None:
-    proxy = start_proxy()
+    proxy_url = start_proxy()
 
     answer = httpx.get(
-        f"{proxy.removesuffix('/v1')}/admin/teams", headers={"Authorization": "Bearer anything"}
+        f"{proxy_url.removesuffix('/v1')}/admin/teams", headers={"Authorization": "Bearer anything"}
     )
 
     error = error_of(answer, 401, "invalid_api_key")
@@ -318,7 +304,7 @@ def test_a_negative_grace_period_answers_400(admin: Admin) -> None:
     assert error_of(answer, 400, "invalid_parameter")["param"] == "grace_seconds"
 
 
-def test_deleting_a_key_revokes_it(admin: Admin, proxy: str) -> None:
+def test_deleting_a_key_revokes_it(admin: Admin, admin_proxy: str) -> None:
     admin.team("search")
     issued = admin.key("search")
 
@@ -326,7 +312,7 @@ def test_deleting_a_key_revokes_it(admin: Admin, proxy: str) -> None:
 
     assert when(revoked["revoked_at"]) == NOW
     assert admin.call("GET", f"/admin/keys/{issued['id']}") == revoked
-    client = openai.OpenAI(base_url=proxy, api_key=issued["key"], max_retries=0)
+    client = openai.OpenAI(base_url=admin_proxy, api_key=issued["key"], max_retries=0)
     with pytest.raises(openai.AuthenticationError, match="revoked"):
         client.models.list()
 
@@ -505,12 +491,12 @@ def test_a_daily_period_starts_at_midnight_in_the_budgets_time_zone(admin: Admin
 
 
 def test_spend_counts_the_calls_of_the_teams_keys(
-    admin: Admin, proxy: str, records: RecordCollector
+    admin: Admin, admin_proxy: str, records: RecordCollector
 ) -> None:
     admin.team("search")
     admin.budget("search", **BUDGET)
     issued = admin.key("search")
-    client = openai.OpenAI(base_url=proxy, api_key=issued["key"], max_retries=0)
+    client = openai.OpenAI(base_url=admin_proxy, api_key=issued["key"], max_retries=0)
 
     client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}])
 

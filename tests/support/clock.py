@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+# Where the clock of tests that set it by hand starts.
+START = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
 
 class FakeClock:
