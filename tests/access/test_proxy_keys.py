@@ -10,6 +10,7 @@ from tests.support.admin import ADMIN_ENVIRON, Admin
 from tests.support.clock import FakeClock
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.records import RecordCollector
+from tests.support.waiting import comes_true
 
 HI = [{"role": "user", "content": "Hi"}]
 
@@ -116,20 +117,9 @@ def test_a_key_revoked_through_another_process_stops_working_within_the_poll_int
             return False
         return True
 
-    assert _eventually(second_accepts)
+    assert comes_true(second_accepts)
     admin.call("DELETE", f"/admin/keys/{issued['id']}")
-    assert _eventually(lambda: not second_accepts())
-
-
-def _eventually(condition: object, timeout: float = 5.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
+    assert comes_true(lambda: not second_accepts())
 
 
 def test_with_proxy_keys_required_a_call_without_one_gets_401(

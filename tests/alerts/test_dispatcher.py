@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +21,7 @@ from proxy.alerts.store import AlertStore, Delivery
 from proxy.ledger.database import create_ledger_engine
 from tests.alerts.conftest import CREATED_AT, FakeClock, make_alert
 from tests.support.alert_receiver import AlertReceiver, serve_alert_receiver
+from tests.support.waiting import eventually
 
 SECRET = "whsec-2b7e151628aed2a6"
 
@@ -64,18 +64,6 @@ async def running(dispatcher: AlertDispatcher) -> AsyncIterator[asyncio.Task[Non
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-
-
-async def eventually(check: Callable[[], Any], seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def statuses(store: AlertStore, alert_id: str | None = None) -> list[str]:

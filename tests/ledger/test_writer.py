@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,6 +24,7 @@ from proxy.ledger.writer import LedgerWriter
 from proxy.metering.usage import Price, PromptSplit, Usage, UsageRecord
 from proxy.metrics import Metrics
 from tests.support.relay import TcpRelay
+from tests.support.waiting import eventually
 
 CREATED_AT = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 
@@ -54,18 +54,6 @@ async def count_rows(engine: AsyncEngine) -> int:
         return int(
             (await connection.execute(select(func.count()).select_from(UsageRow))).scalar_one()
         )
-
-
-async def eventually(check: Callable[[], object], seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 @asynccontextmanager
