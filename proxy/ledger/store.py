@@ -17,9 +17,9 @@ from sqlalchemy import Table, case
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from proxy.ledger.models import HourlyUsageRow, TraceRow, UsageRow
+from proxy.ledger.models import BudgetSpendRow, HourlyUsageRow, TraceRow, UsageRow
 from proxy.ledger.rows import Row
-from proxy.ledger.spend import add_spend
+from proxy.ledger.spend import SpendKey, spend_key
 
 _ROLLUP_SUMS = (
     "input_tokens",
@@ -69,7 +69,7 @@ class LedgerStore:
             if inserted:
                 await self._add_to_rollup(connection, inserted)
                 await self._add_to_traces(connection, inserted)
-                await add_spend(connection, inserted, self._insert)
+                await self._add_to_spend(connection, inserted)
         return len(inserted)
 
     async def _insert_new(self, connection: AsyncConnection, rows: Sequence[Row]) -> list[Row]:
@@ -103,13 +103,40 @@ class LedgerStore:
             }
             for (hour, team, model, upstream), total in totals.items()
         ]
-        statement = self._insert(table)
         added = ("calls", "unpriced_calls", "cost_usd", *_ROLLUP_SUMS)
-        statement = statement.on_conflict_do_update(
-            index_elements=["hour", "team", "model", "upstream"],
-            set_={column: table.c[column] + statement.excluded[column] for column in added},
+        statement = self._adding_upsert(table, ["hour", "team", "model", "upstream"], added)
+        await connection.execute(statement, values)
+
+    async def _add_to_spend(self, connection: AsyncConnection, rows: Sequence[Row]) -> None:
+        """The budgets' rollup (see proxy/ledger/spend.py)."""
+        totals: dict[SpendKey, _Totals] = {}
+        for row in rows:
+            key = spend_key(row["team"], row["key_id"], row["created_at"])
+            totals.setdefault(key, _Totals()).add(row, ())
+        table: Table = BudgetSpendRow.__table__  # type: ignore[assignment]
+        values = [
+            {
+                "team": team,
+                "key_id": key_id,
+                "bucket_start": bucket,
+                "calls": total.calls,
+                "unpriced_calls": total.unpriced_calls,
+                "cost_usd": total.cost_usd,
+            }
+            for (team, key_id, bucket), total in totals.items()
+        ]
+        statement = self._adding_upsert(
+            table, ["team", "key_id", "bucket_start"], ("calls", "unpriced_calls", "cost_usd")
         )
         await connection.execute(statement, values)
+
+    def _adding_upsert(self, table: Table, key_columns: list[str], added: Sequence[str]) -> Any:
+        """An insert that, for a key already there, adds the new values to the stored ones."""
+        statement = self._insert(table)
+        return statement.on_conflict_do_update(
+            index_elements=key_columns,
+            set_={column: table.c[column] + statement.excluded[column] for column in added},
+        )
 
     async def _add_to_traces(self, connection: AsyncConnection, rows: Sequence[Row]) -> None:
         totals: dict[str, _Totals] = {}
