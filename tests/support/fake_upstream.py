@@ -20,7 +20,6 @@ import base64
 import gzip
 import struct
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,8 @@ UPSTREAM_HEADERS = [
     # Hop-by-hop: must not reach the proxy's client.
     (b"keep-alive", b"timeout=5"),
 ]
+# Fixed, so that two answers to the same call are the same bytes (compressed ones included).
+CREATED = 1_764_000_000
 STREAM_CHUNKS = ("Hello", " from", " the", " fake", " upstream", ".")
 
 
@@ -349,7 +350,7 @@ def _chat_completion(model: str) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
-        "created": int(time.time()),
+        "created": CREATED,
         "model": model,
         "choices": [
             {
@@ -445,7 +446,7 @@ async def _json(
 
 
 async def _gzipped_json(send: Send, payload: dict[str, Any]) -> None:
-    body = gzip.compress(orjson.dumps(payload))
+    body = gzip.compress(orjson.dumps(payload), mtime=0)
     extra = [(b"content-encoding", b"gzip"), (b"content-length", str(len(body)).encode())]
     await _start(send, 200, b"application/json", extra)
     await _raw(send, body, more=False)
