@@ -160,18 +160,23 @@ class BudgetGuard:
                 lease.held = min(lease.held, lease.in_flight + lease.unlanded)
             if lease.held == lease.written and lease.written_at > heartbeat_due:
                 continue
-            held = lease.held
-            try:
-                await self._store.renew(
-                    lease.budget.id, lease.period.start, self._holder, held, self._expiry(now)
-                )
-            except DATABASE_ERRORS as error:
-                logger.warning("cannot renew the budget lease of %s: %s", lease.budget.label, error)
-                continue
-            lease.wrote(held, now)
-            lease.valid_until = self._valid_until(now) if held > 0 else None
-            if lease.held == 0 and not lease.busy:
-                del self._leases[key]
+            # A grant under way would be undone by a renewal that read `held` before it: the
+            # row would shrink (or vanish) under a lease this process goes on using.
+            async with lease.granting:
+                held = lease.held
+                try:
+                    await self._store.renew(
+                        lease.budget.id, lease.period.start, self._holder, held, self._expiry(now)
+                    )
+                except DATABASE_ERRORS as error:
+                    logger.warning(
+                        "cannot renew the budget lease of %s: %s", lease.budget.label, error
+                    )
+                    continue
+                lease.wrote(held, now)
+                lease.valid_until = self._valid_until(now) if held > 0 else None
+                if lease.held == 0 and not lease.busy:
+                    del self._leases[key]
 
     async def release_all(self, now: datetime) -> None:
         """At shutdown: give every slice back (what the ledger has not stored stays leased

@@ -107,9 +107,10 @@ def test_unpriced_calls_are_counted_beside_the_spend_not_as_free(
 
 
 async def test_fifty_concurrent_calls_through_two_replicas_never_overspend(
+    # The database first, so that it is dropped after the replicas stop, not under them.
+    postgres_database_url: str,
     fake_upstream: tuple[FakeUpstream, str],
     start_proxy: ProxyFactory,
-    postgres_database_url: str,
 ) -> None:
     fake, upstream_url = fake_upstream
     await upgrade_to_head(postgres_database_url)
