@@ -90,7 +90,7 @@ class LedgerConfig(_Strict):
 
     journal_dir: Path = Path("metering-journal")
     batch_size: int = Field(default=500, gt=0)
-    flush_seconds: float = Field(default=0.05, gt=0)
+    flush_seconds: float = Field(default=0.2, gt=0)
     fsync_seconds: float = Field(default=0.2, gt=0)
     # At shutdown: how long to keep copying the journal to the database before leaving the
     # rest in the journal for the next start.

@@ -69,6 +69,10 @@ class JournalFile:
             return []
         return data[: end + 1].splitlines(keepends=True)[:max_lines]
 
+    def read_tail(self, offset: int) -> bytes:
+        """Everything from `offset` to the end."""
+        return os.pread(self._descriptor, self.size() - offset, offset)
+
     def truncate(self) -> None:
         os.ftruncate(self._descriptor, 0)
 

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 _FIRST_BACKOFF_SECONDS = 0.1
 _LONGEST_BACKOFF_SECONDS = 5.0
 _MAX_RECORDS_IN_MEMORY = 1_000_000
+_ROTATE_JOURNAL_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,7 @@ class LedgerWriter:
         journal_directory: Path,
         metrics: LedgerMetrics,
         batch_size: int = 500,
-        flush_seconds: float = 0.05,
+        flush_seconds: float = 0.2,
         fsync_seconds: float = 0.2,
         on_stored: Callable[[list[str]], None] = lambda request_ids: None,
     ) -> None:
@@ -152,8 +153,13 @@ class LedgerWriter:
         assert journal is not None
         if self._in_memory:
             self._retry_journaling(journal)
-        while True:
-            lines = journal.read_lines(self._written_offset, self._batch_size)
+        # Copy what is there now, not what arrives meanwhile: chasing the tail would write a
+        # batch of one or two records per round trip for as long as calls keep coming.
+        end = journal.size()
+        while self._written_offset < end:
+            lines = journal.read_lines(
+                self._written_offset, self._batch_size, end - self._written_offset
+            )
             if not lines:
                 break
             if not await self._write(lines):
@@ -161,10 +167,31 @@ class LedgerWriter:
             self._written_offset += sum(len(line) for line in lines)
             self._pending -= len(lines)
             self._update_gauges()
-        # Everything is in the database: start the journal afresh (no await since the check).
+        # No await from here on, so no record is appended while the journal is cut down.
         if self._written_offset == journal.size() and self._written_offset > 0:
-            journal.truncate()
+            journal.truncate()  # everything is in the database: start afresh
             self._written_offset = 0
+        elif self._written_offset >= _ROTATE_JOURNAL_BYTES:
+            self._rotate(journal)
+
+    def _rotate(self, journal: JournalFile) -> None:
+        """Under steady load the journal is never all written at once; move its unwritten tail
+        to a new file so that it does not grow without end. Until the old file is gone, a crash
+        leaves the tail in both, which the replay stores once."""
+        successor = None
+        try:
+            tail = journal.read_tail(self._written_offset)
+            successor = JournalFile.create(self._directory)
+            successor.append(tail)
+            successor.sync()
+        except OSError as error:
+            if successor is not None:
+                successor.close(delete=True)
+            logger.warning("cannot rotate the ledger journal, it keeps growing: %s", error)
+            return
+        journal.close(delete=True)
+        self._journal = successor
+        self._written_offset = 0
 
     async def _write_until_stored(self, lines: list[bytes]) -> None:
         while not await self._write(lines):

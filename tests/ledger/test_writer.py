@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from proxy.ledger import writer as writer_module
 from proxy.ledger.database import create_ledger_engine
 from proxy.ledger.journal import JournalFile
 from proxy.ledger.migrations import upgrade_to_head
 from proxy.ledger.models import HourlyUsageRow, TraceRow, UsageRow
-from proxy.ledger.rows import encode, row_of
+from proxy.ledger.rows import Row, encode, row_of
 from proxy.ledger.store import LedgerStore
 from proxy.ledger.writer import LedgerWriter
 from proxy.metering.usage import Price, PromptSplit, Usage, UsageRecord
@@ -217,3 +219,80 @@ async def test_stopping_with_the_database_down_keeps_the_journal_for_the_next_st
         assert await count_rows(engine) == 10
         await engine.dispose()
     assert not left.exists()
+
+
+class CountingStore(LedgerStore):
+    """A store that counts its batches and takes `delay` seconds for each, as a remote one."""
+
+    def __init__(self, engine: AsyncEngine, delay: float) -> None:
+        super().__init__(engine)
+        self.batch_sizes: list[int] = []
+        self._delay = delay
+
+    async def write(self, rows: Sequence[Row]) -> int:
+        self.batch_sizes.append(len(rows))
+        await asyncio.sleep(self._delay)
+        return await super().write(rows)
+
+
+async def publish_steadily(writer: LedgerWriter, calls: int, every: float) -> None:
+    for number in range(calls):
+        writer.publish(record(number))
+        await asyncio.sleep(every)
+
+
+async def test_under_steady_load_records_go_in_batches_not_one_by_one(
+    sqlite_database_url: str, tmp_path: Path
+) -> None:
+    await upgrade_to_head(sqlite_database_url)
+    engine = create_ledger_engine(sqlite_database_url)
+    store = CountingStore(engine, delay=0.01)
+    writer = LedgerWriter(store, tmp_path, Metrics(CollectorRegistry()).ledger, flush_seconds=0.1)
+    writer.start()
+    try:
+        # A call every 2 ms for about a second, each batch taking 10 ms to store.
+        await publish_steadily(writer, 400, 0.002)
+    finally:
+        await writer.stop(drain_seconds=5)
+    try:
+        assert await count_rows(engine) == 400
+    finally:
+        await engine.dispose()
+    # One batch per flush (about 10, plus the drain): chasing each new record with its own
+    # write would have made a batch of one or two records every 10 ms.
+    assert len(store.batch_sizes) <= 20, store.batch_sizes
+
+
+async def test_under_steady_load_the_journal_is_rotated_and_stays_small(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "_ROTATE_JOURNAL_BYTES", 20_000)
+    await upgrade_to_head(database_url)
+    journal_dir = tmp_path / "journal"
+    engine = create_ledger_engine(database_url)
+    store = CountingStore(engine, delay=0.005)
+    writer = LedgerWriter(store, journal_dir, Metrics(CollectorRegistry()).ledger, 500, 0.02)
+    writer.start()
+    largest = 0
+
+    async def watch_journal() -> None:
+        nonlocal largest
+        while True:
+            largest = max([largest, *(path.stat().st_size for path in journal_dir.iterdir())])
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch_journal())
+    try:
+        # Never a pause long enough for the whole journal to be written at once.
+        await publish_steadily(writer, 600, 0.001)
+    finally:
+        watcher.cancel()
+        await writer.stop(drain_seconds=5)
+    try:
+        assert await count_rows(engine) == 600
+    finally:
+        await engine.dispose()
+    line_bytes = len(encode(row_of(record(1))))
+    # 600 records would be about 600 lines; rotated, the file never holds much past the limit.
+    assert largest < 20_000 + 100 * line_bytes < 600 * line_bytes
+    assert list(journal_dir.iterdir()) == []
