@@ -70,7 +70,8 @@ def row_of(record: UsageRecord) -> Row:
     return row
 
 
-def _decimal_as_text(value: Any) -> str:
+def decimal_as_text(value: Any) -> str:
+    """orjson's `default` for Decimals: exact text."""
     if isinstance(value, Decimal):
         return str(value)  # exact: a float would round money
     raise TypeError(f"cannot journal {type(value).__name__}")
@@ -78,7 +79,7 @@ def _decimal_as_text(value: Any) -> str:
 
 def encode(row: Row) -> bytes:
     """One journal line (newline included)."""
-    return orjson.dumps(row, default=_decimal_as_text, option=orjson.OPT_APPEND_NEWLINE)
+    return orjson.dumps(row, default=decimal_as_text, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def decode(line: bytes) -> Row:

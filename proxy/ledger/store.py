@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from proxy.ledger.models import BudgetSpendRow, HourlyUsageRow, TraceRow, UsageRow
+from proxy.ledger.postgres_batch import batch_parameters, batch_statement
 from proxy.ledger.rows import Row
 from proxy.ledger.spend import SpendKey, spend_key
 
@@ -32,6 +33,16 @@ _ROLLUP_SUMS = (
     "prompt_system_tokens",
     "prompt_tools_tokens",
 )
+
+
+# What every rollup counts, and what the traces sum besides.
+_COUNTED = ("calls", "unpriced_calls", "cost_usd")
+_TRACE_SUMS = ("input_tokens", "output_tokens")
+
+
+def hour_of(at: datetime) -> datetime:
+    """The hour of the hourly rollup that `at` falls in."""
+    return at.replace(minute=0, second=0, microsecond=0)
 
 
 @dataclass(slots=True)
@@ -61,9 +72,36 @@ class LedgerStore:
         self._engine = engine
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert
+        # Postgres takes a batch in one statement (see postgres_batch); the portable path
+        # below serves SQLite. Its statements are built once: building them cost more than
+        # running them.
+        self._postgres_batch = (
+            batch_statement(_COUNTED, _ROLLUP_SUMS, _TRACE_SUMS)
+            if engine.dialect.name == "postgresql"
+            else None
+        )
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._insert_rows = self._new_rows_insert()
+        self._rollup_upsert = self._adding_upsert(
+            HourlyUsageRow.__table__,  # type: ignore[arg-type]
+            ["hour", "team", "model", "upstream"],
+            (*_COUNTED, *_ROLLUP_SUMS),
+        )
+        self._spend_upsert = self._adding_upsert(
+            BudgetSpendRow.__table__,  # type: ignore[arg-type]
+            ["team", "key_id", "bucket_start"],
+            _COUNTED,
+        )
+        self._traces_upsert = self._trace_upsert()
 
     async def write(self, rows: Sequence[Row]) -> int:
         """Store the rows in one transaction; return how many were new."""
+        if self._postgres_batch is not None:
+            # One statement is atomic by itself: no BEGIN and COMMIT round trips.
+            async with self._autocommit.connect() as connection:
+                result = await connection.execute(self._postgres_batch, batch_parameters(rows))
+                inserted_count: int = result.scalar_one()
+                return inserted_count
         async with self._engine.begin() as connection:
             inserted = await self._insert_new(connection, rows)
             if inserted:
@@ -72,24 +110,26 @@ class LedgerStore:
                 await self._add_to_spend(connection, inserted)
         return len(inserted)
 
-    async def _insert_new(self, connection: AsyncConnection, rows: Sequence[Row]) -> list[Row]:
+    def _new_rows_insert(self) -> Any:
         table: Table = UsageRow.__table__  # type: ignore[assignment]
-        statement = (
+        return (
             self._insert(table)
             .on_conflict_do_nothing(index_elements=["request_id"])
             .returning(table.c.request_id)
         )
-        result = await connection.execute(statement, list(rows))
+
+    async def _insert_new(self, connection: AsyncConnection, rows: Sequence[Row]) -> list[Row]:
+        # A call journaled twice in one batch is one call.
+        unique = list({row["request_id"]: row for row in reversed(rows)}.values())[::-1]
+        result = await connection.execute(self._insert_rows, unique)
         new_ids = set(result.scalars().all())
-        return [row for row in rows if row["request_id"] in new_ids]
+        return [row for row in unique if row["request_id"] in new_ids]
 
     async def _add_to_rollup(self, connection: AsyncConnection, rows: Sequence[Row]) -> None:
         totals: dict[tuple[Any, ...], _Totals] = {}
         for row in rows:
-            hour = row["created_at"].replace(minute=0, second=0, microsecond=0)
-            key = (hour, row["team"], row["model"], row["upstream"])
+            key = (hour_of(row["created_at"]), row["team"], row["model"], row["upstream"])
             totals.setdefault(key, _Totals()).add(row, _ROLLUP_SUMS)
-        table: Table = HourlyUsageRow.__table__  # type: ignore[assignment]
         values = [
             {
                 "hour": hour,
@@ -103,9 +143,7 @@ class LedgerStore:
             }
             for (hour, team, model, upstream), total in totals.items()
         ]
-        added = ("calls", "unpriced_calls", "cost_usd", *_ROLLUP_SUMS)
-        statement = self._adding_upsert(table, ["hour", "team", "model", "upstream"], added)
-        await connection.execute(statement, values)
+        await connection.execute(self._rollup_upsert, values)
 
     async def _add_to_spend(self, connection: AsyncConnection, rows: Sequence[Row]) -> None:
         """The budgets' rollup (see proxy/ledger/spend.py)."""
@@ -113,7 +151,6 @@ class LedgerStore:
         for row in rows:
             key = spend_key(row["team"], row["key_id"], row["created_at"])
             totals.setdefault(key, _Totals()).add(row, ())
-        table: Table = BudgetSpendRow.__table__  # type: ignore[assignment]
         values = [
             {
                 "team": team,
@@ -125,10 +162,7 @@ class LedgerStore:
             }
             for (team, key_id, bucket), total in totals.items()
         ]
-        statement = self._adding_upsert(
-            table, ["team", "key_id", "bucket_start"], ("calls", "unpriced_calls", "cost_usd")
-        )
-        await connection.execute(statement, values)
+        await connection.execute(self._spend_upsert, values)
 
     def _adding_upsert(self, table: Table, key_columns: list[str], added: Sequence[str]) -> Any:
         """An insert that, for a key already there, adds the new values to the stored ones."""
@@ -145,10 +179,9 @@ class LedgerStore:
             if row["trace_id"] is not None:
                 teams.setdefault(row["trace_id"], row["team"])
                 total = totals.setdefault(row["trace_id"], _Totals())
-                total.add(row, ("input_tokens", "output_tokens"))
+                total.add(row, _TRACE_SUMS)
         if not totals:
             return
-        table: Table = TraceRow.__table__  # type: ignore[assignment]
         values = [
             {
                 "trace_id": trace_id,
@@ -163,10 +196,16 @@ class LedgerStore:
             }
             for trace_id, total in totals.items()
         ]
+        await connection.execute(self._traces_upsert, values)
+
+    def _trace_upsert(self) -> Any:
+        """Adds to a trace's totals, and widens its first and last call times."""
+        table: Table = TraceRow.__table__  # type: ignore[assignment]
         statement = self._insert(table)
         excluded = statement.excluded
-        added = ("calls", "unpriced_calls", "cost_usd", "input_tokens", "output_tokens")
-        set_: dict[str, Any] = {column: table.c[column] + excluded[column] for column in added}
+        set_: dict[str, Any] = {
+            column: table.c[column] + excluded[column] for column in (*_COUNTED, *_TRACE_SUMS)
+        }
         set_["started_at"] = case(
             (excluded.started_at < table.c.started_at, excluded.started_at),
             else_=table.c.started_at,
@@ -175,5 +214,4 @@ class LedgerStore:
             (excluded.last_call_at > table.c.last_call_at, excluded.last_call_at),
             else_=table.c.last_call_at,
         )
-        statement = statement.on_conflict_do_update(index_elements=["trace_id"], set_=set_)
-        await connection.execute(statement, values)
+        return statement.on_conflict_do_update(index_elements=["trace_id"], set_=set_)
