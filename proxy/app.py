@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -276,4 +277,10 @@ def create_app(
 
 def create_app_from_environment() -> ProxyApp:
     """The factory `serve` hands to uvicorn, so each worker process builds its own app."""
-    return create_app(load_settings())
+    app = create_app(load_settings())
+    # What exists now (modules, the price data, the app) lives as long as the process. A full
+    # collection walking it took 40 ms here, a pause in some call every few seconds under load;
+    # frozen, the collector walks only what calls create.
+    gc.collect()
+    gc.freeze()
+    return app

@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -204,6 +205,22 @@ _TOKEN_KINDS = (
 )
 
 
+class _Children:
+    """A metric's child per label set, looked up once: `labels()` validates the labels and takes
+    a lock on every call, which the request path need not pay. Label sets are bounded (see the
+    module's docstring), and so is this cache."""
+
+    def __init__(self, metric: Counter | Histogram) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        return child
+
+
 class MetricsSink:
     """Feeds the metrics from each settled record."""
 
@@ -211,28 +228,30 @@ class MetricsSink:
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        self._requests = _Children(metrics.requests)
+        self._tokens = _Children(metrics.tokens)
+        self._cost = _Children(metrics.cost)
+        self._unpriced = _Children(metrics.unpriced)
+        self._duration = _Children(metrics.duration)
+        self._time_to_first_token = _Children(metrics.time_to_first_token)
 
     def publish(self, record: UsageRecord) -> None:
         metrics = self._metrics
         model = metrics.model_label(record.model or "unknown")
         team, upstream = record.team, record.upstream
-        metrics.requests.labels(team, model, upstream, record.endpoint, record.status).inc()
+        self._requests(team, model, upstream, record.endpoint, record.status).inc()
         for kind, attribute in _TOKEN_KINDS:
             count = getattr(record.usage, attribute)
             if count:
-                metrics.tokens.labels(team, model, upstream, kind).inc(count)
+                self._tokens(team, model, upstream, kind).inc(count)
         if record.price is not None:
             if record.price.cost_usd:
-                metrics.cost.labels(team, model, upstream).inc(float(record.price.cost_usd))
+                self._cost(team, model, upstream).inc(float(record.price.cost_usd))
         elif not record.gpu_hours_pending:  # GPU hours are added once their hour is split
-            metrics.unpriced.labels(model).inc()
+            self._unpriced(model).inc()
         if not record.batch:  # a batch request's duration is the batch's, not a call's
-            metrics.duration.labels(model, upstream, record.endpoint).observe(
-                record.latency_seconds
-            )
+            self._duration(model, upstream, record.endpoint).observe(record.latency_seconds)
         if record.overhead_seconds is not None:
             metrics.overhead.observe(record.overhead_seconds)
         if record.time_to_first_token_seconds is not None:
-            metrics.time_to_first_token.labels(model, upstream).observe(
-                record.time_to_first_token_seconds
-            )
+            self._time_to_first_token(model, upstream).observe(record.time_to_first_token_seconds)
