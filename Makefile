@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 ARGS ?=
 
-.PHONY: run test lint lock clean
+.PHONY: run test bench lint lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,15 @@ run: $(VENV)/.installed-runtime
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(ARGS)
 
+## Benchmark: direct vs through the proxy (needs wrk and the local Postgres), written to
+## benchmarks/RESULTS.md and results.json. Also LiteLLM, in its own venv: make bench ARGS=--litellm
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m benchmarks $(ARGS)
+
 ## Lint, format check and strict type check.
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check proxy tests
-	$(BIN)/ruff format --check proxy tests
+	$(BIN)/ruff check proxy tests benchmarks
+	$(BIN)/ruff format --check proxy tests benchmarks
 	$(BIN)/mypy
 
 ## Re-resolve constraints.txt (the lock) from pyproject.toml's ranges.
