@@ -50,7 +50,8 @@ from proxy.upstream.routing import Router
 
 logger = logging.getLogger(__name__)
 
-_LONGEST_TRACE_SWEEP_SECONDS = 5.0
+# Each sweep observes every trace it finishes: frequent small sweeps, not a long pause now and then.
+_LONGEST_TRACE_SWEEP_SECONDS = 1.0
 _RETENTION_SECONDS = 3600.0
 _GPU_HOURS_SECONDS = 60.0
 _ACCESS_LOAD_WAIT_SECONDS = 5.0
@@ -149,7 +150,12 @@ def create_app(
         settings.proxy.timeouts, settings.proxy.max_connections_per_upstream
     )
     metrics = Metrics(CollectorRegistry(), settings.environment.metrics_multiprocess_dir)
-    traces = TraceTracker(settings.proxy.trace_idle_seconds, on_finished=metrics.observe_trace)
+    trace_limits = settings.proxy.trace_limits
+    traces = TraceTracker(
+        settings.proxy.trace_idle_seconds,
+        on_finished=metrics.observe_trace,
+        count_costs=trace_limits.max_cost_usd is not None,
+    )
     database_url = settings.environment.database_url
     engine = create_ledger_engine(database_url)
     ledger_config = settings.proxy.ledger
@@ -194,7 +200,6 @@ def create_app(
     sinks: list[Sink] = [MetricsSink(metrics), traces, ledger, *extra_sinks]
     catalog = PriceCatalog(settings.proxy.prices)
     settler = Settler(catalog, Publisher(sinks, metrics.sink_errors))
-    trace_limits = settings.proxy.trace_limits
     admission = Admission(
         guard,
         catalog,

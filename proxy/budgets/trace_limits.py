@@ -41,6 +41,7 @@ class TraceLimiter:
         if (
             self._max_cost_usd is not None
             and summary is not None
+            and summary.cost_usd is not None
             and summary.cost_usd >= self._max_cost_usd
         ):
             raise TraceBudgetExceeded(

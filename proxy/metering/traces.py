@@ -3,6 +3,13 @@
 A call names its trace by `X-Metering-Trace-Id` or `traceparent`, or names its parent call by
 `X-Metering-Parent-Id` and so joins the parent's trace; a call naming neither starts its own.
 A trace is finished once no call joined it for `idle_seconds`.
+
+Most calls are a trace of their own, and each stays open for `idle_seconds` in case a child
+names it: at a few thousand calls a second that is hundreds of thousands of open traces. So a
+call that roots its own trace is not remembered as a call (its id is its trace's id), and a
+trace of one call is held as the time of that call, unless per-trace cost limits need its cost.
+Open traces are kept in the order of their last call, so finishing idle ones never walks the
+rest.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from proxy.metering.attribution import Attribution
@@ -20,13 +27,9 @@ from proxy.metering.usage import UsageRecord
 @dataclass(slots=True)
 class TraceSummary:
     trace_id: str
-    root_id: str
-    calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: Decimal = Decimal(0)
-    unpriced_calls: int = 0
-    last_call_at: float = field(default_factory=time.monotonic)
+    calls: int
+    cost_usd: Decimal | None  # None unless the tracker counts costs
+    last_call_at: float
 
     @property
     def background_calls(self) -> int:
@@ -43,13 +46,19 @@ class TraceTracker:
         self,
         idle_seconds: float,
         on_finished: Callable[[TraceSummary], None],
+        count_costs: bool = True,
         max_remembered_calls: int = 200_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
         self._idle_seconds = idle_seconds
         self._on_finished = on_finished
+        self._count_costs = count_costs
         self._max_remembered_calls = max_remembered_calls
+        # The trace of each call whose trace is not its own id (children, named traces).
         self._trace_of_call: OrderedDict[str, str] = OrderedDict()
-        self._open: dict[str, TraceSummary] = {}
+        # Oldest last call first; a float is a trace of one call made at that time.
+        self._open: dict[str, TraceSummary | float] = {}
 
     def resolve(self, request_id: str, attribution: Attribution) -> tuple[str, str | None]:
         """The (trace id, parent id) of a call that is starting."""
@@ -57,10 +66,11 @@ class TraceTracker:
         if attribution.trace_id is not None:
             trace_id = attribution.trace_id
         elif parent_id is not None:
-            # A parent this process never saw (another replica, or forgotten) roots the trace.
+            # A parent not remembered rooted its own trace, or is one this process never saw
+            # (another replica's, or forgotten), which then roots it.
             trace_id = self._trace_of_call.get(parent_id, parent_id)
         else:
-            trace_id = request_id
+            return request_id, None
         self._trace_of_call[request_id] = trace_id
         if len(self._trace_of_call) > self._max_remembered_calls:
             self._trace_of_call.popitem(last=False)
@@ -68,29 +78,45 @@ class TraceTracker:
 
     def publish(self, record: UsageRecord) -> None:
         """Count a settled call into its trace."""
-        if record.trace_id is None:
+        trace_id = record.trace_id
+        if trace_id is None:
             return
-        summary = self._open.get(record.trace_id)
-        if summary is None:
-            root = record.trace_id if record.trace_id in self._trace_of_call else record.request_id
-            summary = self._open[record.trace_id] = TraceSummary(record.trace_id, root)
-        summary.calls += 1
-        summary.input_tokens += record.usage.input_tokens
-        summary.output_tokens += record.usage.output_tokens
-        if record.cost_usd is None:
-            summary.unpriced_calls += 1
+        now = self._clock()
+        earlier = self._open.pop(trace_id, None)  # re-added below, as the newest
+        if isinstance(earlier, TraceSummary):
+            summary = earlier
+        elif earlier is None and not self._count_costs:
+            self._open[trace_id] = now
+            return
         else:
+            cost = Decimal(0) if self._count_costs else None
+            summary = TraceSummary(trace_id, 0 if earlier is None else 1, cost, now)
+        summary.calls += 1
+        if summary.cost_usd is not None and record.cost_usd is not None:
             summary.cost_usd += record.cost_usd
-        summary.last_call_at = time.monotonic()
+        summary.last_call_at = now
+        self._open[trace_id] = summary
 
     def open_trace(self, trace_id: str) -> TraceSummary | None:
-        return self._open.get(trace_id)
+        entry = self._open.get(trace_id)
+        return entry if entry is None else _summary(trace_id, entry)
 
     def finish_idle(self, now: float | None = None) -> list[TraceSummary]:
         """Finish every trace idle for `idle_seconds` (all of them with `now=inf`)."""
-        now = time.monotonic() if now is None else now
-        finished = [s for s in self._open.values() if now - s.last_call_at >= self._idle_seconds]
+        now = self._clock() if now is None else now
+        finished: list[TraceSummary] = []
+        for trace_id, entry in self._open.items():
+            summary = _summary(trace_id, entry)
+            if now - summary.last_call_at < self._idle_seconds:
+                break  # the rest had a call since
+            finished.append(summary)
         for summary in finished:
             del self._open[summary.trace_id]
             self._on_finished(summary)
         return finished
+
+
+def _summary(trace_id: str, entry: TraceSummary | float) -> TraceSummary:
+    if isinstance(entry, TraceSummary):
+        return entry
+    return TraceSummary(trace_id, calls=1, cost_usd=None, last_call_at=entry)

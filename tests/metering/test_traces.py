@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -56,8 +57,56 @@ def test_summary_counts_background_calls_tokens_and_cost() -> None:
     tracker.publish(record("b", "root", None))
     summary = tracker.open_trace("root")
     assert summary is not None
-    assert (summary.calls, summary.background_calls, summary.unpriced_calls) == (3, 2, 1)
-    assert (summary.input_tokens, summary.cost_usd) == (30, Decimal("0.15"))
+    assert (summary.calls, summary.background_calls, summary.cost_usd) == (3, 2, Decimal("0.15"))
+
+
+def test_without_costs_counted_a_trace_of_one_call_still_counts_the_children_that_join_it() -> None:
+    tracker = TraceTracker(60, on_finished=lambda summary: None, count_costs=False)
+    assert tracker.resolve("root", Attribution()) == ("root", None)
+    tracker.publish(record("root", "root", "0.10"))
+    lone = tracker.open_trace("root")
+    assert lone is not None
+    assert (lone.calls, lone.cost_usd) == (1, None)
+
+    assert tracker.resolve("child", Attribution(parent_id="root")) == ("root", "root")
+    tracker.publish(record("child", "root", "0.05"))
+    summary = tracker.open_trace("root")
+    assert summary is not None
+    assert (summary.calls, summary.background_calls, summary.cost_usd) == (2, 1, None)
+
+
+def test_a_call_moves_its_trace_behind_the_ones_idle_longer() -> None:
+    finished: list[TraceSummary] = []
+    now = [100.0]
+    tracker = TraceTracker(10, finished.append, count_costs=False, clock=lambda: now[0])
+    for trace_id in ("first", "second", "third"):
+        tracker.publish(record(trace_id, trace_id, None))
+        now[0] += 1
+    tracker.publish(record("late", "first", None))  # at 103
+
+    assert [s.trace_id for s in tracker.finish_idle(now=111.5)] == ["second"]
+    assert [s.trace_id for s in tracker.finish_idle(now=112.5)] == ["third"]
+    assert [(s.trace_id, s.calls) for s in tracker.finish_idle(now=113)] == [("first", 2)]
+    assert [s.calls for s in finished] == [1, 1, 2]
+
+
+def test_open_traces_of_one_call_take_little_memory() -> None:
+    tracker = TraceTracker(60, on_finished=lambda summary: None, count_costs=False)
+    calls = [record(f"{number:032x}", f"{number:032x}", "0.001") for number in range(20_000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for call in calls:
+            tracker.resolve(call.request_id, Attribution())
+            tracker.publish(call)
+        grown = sum(
+            stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename")
+        )
+    finally:
+        tracemalloc.stop()
+    # A dict slot and a float each (the ids belong to the calls here); a summary and a
+    # remembered call each, as before, were over 300 bytes.
+    assert grown / len(calls) < 100
 
 
 def test_idle_traces_finish_once() -> None:
