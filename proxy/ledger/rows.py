@@ -39,7 +39,7 @@ def row_of(record: UsageRecord) -> Row:
     """The `usage_records` row of a settled record."""
     usage, price, split = record.usage, record.price, record.prompt_split
     row: Row = {
-        "request_id": record.request_id,
+        "request_id": record.request_id,  # first: `request_id_of` reads it from there
         "created_at": record.created_at,
         "team": record.team,
         "key_id": record.key_id,
@@ -80,6 +80,20 @@ def decimal_as_text(value: Any) -> str:
 def encode(row: Row) -> bytes:
     """One journal line (newline included)."""
     return orjson.dumps(row, default=decimal_as_text, option=orjson.OPT_APPEND_NEWLINE)
+
+
+_REQUEST_ID_AT = len(b'{"request_id":"')
+
+
+def request_id_of(line: bytes) -> str:
+    """The request id of a journal line, read without decoding the rest of it (`encode` writes
+    it first; an id it had to escape is decoded)."""
+    end = line.find(b'"', _REQUEST_ID_AT)
+    found = line[_REQUEST_ID_AT:end]
+    if line.startswith(b'{"request_id":"') and end > 0 and b"\\" not in found:
+        return found.decode()
+    request_id: str = decode(line)["request_id"]
+    return request_id
 
 
 def decode(line: bytes) -> Row:

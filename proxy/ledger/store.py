@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from proxy.ledger.models import BudgetSpendRow, HourlyUsageRow, TraceRow, UsageRow
 from proxy.ledger.postgres_batch import batch_parameters, batch_statement
-from proxy.ledger.rows import Row
+from proxy.ledger.rows import Row, decode, encode
 from proxy.ledger.spend import SpendKey, spend_key
 
 _ROLLUP_SUMS = (
@@ -97,11 +97,24 @@ class LedgerStore:
     async def write(self, rows: Sequence[Row]) -> int:
         """Store the rows in one transaction; return how many were new."""
         if self._postgres_batch is not None:
-            # One statement is atomic by itself: no BEGIN and COMMIT round trips.
-            async with self._autocommit.connect() as connection:
-                result = await connection.execute(self._postgres_batch, batch_parameters(rows))
-                inserted_count: int = result.scalar_one()
-                return inserted_count
+            return await self._write_postgres([encode(row) for row in rows])
+        return await self._write_portable(rows)
+
+    async def write_lines(self, lines: Sequence[bytes]) -> int:
+        """Store whole journal lines (as `encode` wrote them), as `write` stores rows."""
+        if self._postgres_batch is not None:
+            return await self._write_postgres(lines)
+        return await self._write_portable([decode(line) for line in lines])
+
+    async def _write_postgres(self, lines: Sequence[bytes]) -> int:
+        assert self._postgres_batch is not None
+        # One statement is atomic by itself: no BEGIN and COMMIT round trips.
+        async with self._autocommit.connect() as connection:
+            result = await connection.execute(self._postgres_batch, batch_parameters(lines))
+            inserted: int = result.scalar_one()
+            return inserted
+
+    async def _write_portable(self, rows: Sequence[Row]) -> int:
         async with self._engine.begin() as connection:
             inserted = await self._insert_new(connection, rows)
             if inserted:

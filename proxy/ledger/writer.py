@@ -23,7 +23,7 @@ from prometheus_client import Counter, Gauge
 
 from proxy.ledger.database import DATABASE_ERRORS
 from proxy.ledger.journal import JournalFile, claimed, orphaned_journals
-from proxy.ledger.rows import Row, decode, encode, row_of
+from proxy.ledger.rows import decode, encode, request_id_of, row_of
 from proxy.ledger.store import LedgerStore
 from proxy.metering.usage import UsageRecord
 
@@ -138,7 +138,7 @@ class LedgerWriter:
             with claimed(path) as orphan:
                 if orphan is None:
                     continue  # its process is alive
-                lines = orphan.read_lines(0, max_lines=1 << 62, max_bytes=orphan.size())
+                lines = _readable(orphan.read_lines(0, max_lines=1 << 62, max_bytes=orphan.size()))
                 self._orphaned = len(lines)
                 self._update_gauges()
                 for start in range(0, len(lines), self._batch_size):
@@ -200,11 +200,10 @@ class LedgerWriter:
     async def _write(self, lines: list[bytes]) -> bool:
         """Store the lines' records; False, after a backoff pause that doubles with each
         failure in a row (up to 5 s), when the database failed."""
-        rows = _decoded(lines)
-        if not rows:
+        if not lines:
             return True
         try:
-            await self._store.write(rows)
+            await self._store.write_lines(lines)
         except DATABASE_ERRORS as error:
             self._metrics.write_errors.inc()
             if not self._backoff:
@@ -217,7 +216,7 @@ class LedgerWriter:
         if self._backoff:
             logger.warning("ledger database reachable again: replaying journaled records")
         self._backoff = 0.0
-        self._on_stored([row["request_id"] for row in rows])
+        self._on_stored([request_id_of(line) for line in lines])
         return True
 
     async def _sync_if_due(self) -> None:
@@ -260,11 +259,15 @@ class LedgerWriter:
             await self._copy_journal()
 
 
-def _decoded(lines: list[bytes]) -> list[Row]:
-    rows = []
+def _readable(lines: list[bytes]) -> list[bytes]:
+    """The lines of a dead process's journal that are whole records (it may have died midway
+    through one)."""
+    readable = []
     for line in lines:
         try:
-            rows.append(decode(line))
+            decode(line)
         except ValueError:
             logger.error("skipping an unreadable journal line (%d bytes)", len(line))
-    return rows
+        else:
+            readable.append(line)
+    return readable

@@ -20,7 +20,7 @@ from proxy.ledger.database import create_ledger_engine
 from proxy.ledger.journal import JournalFile
 from proxy.ledger.migrations import upgrade_to_head
 from proxy.ledger.models import HourlyUsageRow, TraceRow, UsageRow
-from proxy.ledger.rows import Row, encode, row_of
+from proxy.ledger.rows import encode, request_id_of, row_of
 from proxy.ledger.store import LedgerStore
 from proxy.ledger.writer import LedgerWriter
 from proxy.metering.usage import Price, PromptSplit, Usage, UsageRecord
@@ -229,10 +229,10 @@ class CountingStore(LedgerStore):
         self.batch_sizes: list[int] = []
         self._delay = delay
 
-    async def write(self, rows: Sequence[Row]) -> int:
-        self.batch_sizes.append(len(rows))
+    async def write_lines(self, lines: Sequence[bytes]) -> int:
+        self.batch_sizes.append(len(lines))
         await asyncio.sleep(self._delay)
-        return await super().write(rows)
+        return await super().write_lines(lines)
 
 
 async def publish_steadily(writer: LedgerWriter, calls: int, every: float) -> None:
@@ -296,3 +296,26 @@ async def test_under_steady_load_the_journal_is_rotated_and_stays_small(
     # 600 records would be about 600 lines; rotated, the file never holds much past the limit.
     assert largest < 20_000 + 100 * line_bytes < 600 * line_bytes
     assert list(journal_dir.iterdir()) == []
+
+
+def test_the_request_id_is_read_from_a_journal_line_as_decoding_it_would() -> None:
+    plain = row_of(record(1))
+    escaped = {**plain, "request_id": 'an "odd" id\\'}
+    for row in (plain, escaped):
+        assert request_id_of(encode(row)) == row["request_id"]
+
+
+async def test_the_writer_reports_each_stored_call_by_its_request_id(
+    database_url: str, tmp_path: Path
+) -> None:
+    await upgrade_to_head(database_url)
+    engine = create_ledger_engine(database_url)
+    stored: list[str] = []
+    metrics = Metrics(CollectorRegistry()).ledger
+    writer = LedgerWriter(LedgerStore(engine), tmp_path, metrics, on_stored=stored.extend)
+    writer.start()
+    for number in range(3):
+        writer.publish(record(number))
+    await writer.stop(drain_seconds=5)
+    await engine.dispose()
+    assert stored == ["req-000000", "req-000001", "req-000002"]
