@@ -7,7 +7,9 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from sqlalchemy import BigInteger, Integer, String
 
+from proxy.ledger.models import UsageRow
 from proxy.metering.usage import UsageRecord
 
 # The price entry of a call whose GPU hour is not split yet (see proxy/ledger/gpu_hours.py).
@@ -32,6 +34,18 @@ _USAGE_COLUMNS = (
     "audio_seconds",
 )
 _DATETIME_COLUMNS = ("created_at", "price_effective_from")
+# What the `usage_records` columns hold. Strings come from clients and upstreams: one Postgres
+# refuses (too long, or with a NUL) would fail its whole batch, and every batch after it.
+_TEXT_LIMITS = tuple(
+    (column.name, column.type.length)
+    for column in UsageRow.__table__.columns
+    if isinstance(column.type, String) and column.type.length
+)
+_INTEGER_LIMITS = tuple(
+    (column.name, (1 << 63) - 1 if isinstance(column.type, BigInteger) else (1 << 31) - 1)
+    for column in UsageRow.__table__.columns
+    if isinstance(column.type, Integer)  # BigInteger is an Integer too
+)
 _DECIMAL_COLUMNS = ("cost_usd", "audio_seconds")
 
 
@@ -67,7 +81,25 @@ def row_of(record: UsageRecord) -> Row:
     }
     for column in _USAGE_COLUMNS:
         row[column] = getattr(usage, column)
+    _fit_to_columns(row)
     return row
+
+
+def _fit_to_columns(row: Row) -> None:
+    """Cut what the columns cannot hold: long text to its column's length (NULs out), counts
+    to the column's range. A record of an absurd call is kept, not refused by the database."""
+    for column, length in _TEXT_LIMITS:
+        value = row[column]
+        if value is not None and (len(value) > length or "\0" in value):
+            row[column] = value.replace("\0", "")[:length]
+    for column, largest in _INTEGER_LIMITS:
+        value = row[column]
+        if value is not None and not -largest <= value <= largest:
+            row[column] = largest if value > 0 else -largest
+    if any("\0" in key or "\0" in value for key, value in row["tags"].items()):
+        row["tags"] = {
+            key.replace("\0", ""): value.replace("\0", "") for key, value in row["tags"].items()
+        }
 
 
 def decimal_as_text(value: Any) -> str:

@@ -113,3 +113,41 @@ async def test_both_engines_store_the_same_rows_and_rollups(
     }
     assert buckets == {(10, 0), (10, 15), (10, 45), (11, 0), (23, 45), (0, 0)}
     assert sum(spend["unpriced_calls"] for spend in on_postgres["budget_spend"]) == 12
+
+
+async def test_what_a_column_cannot_hold_is_cut_to_fit_not_refused_with_the_batch(
+    database_url: str,
+) -> None:
+    # A client's absurd model and user names, NULs, and an upstream's absurd count: Postgres
+    # would refuse each, and with it the whole batch, again at every retry.
+    absurd = UsageRecord(
+        request_id="req-absurd",
+        created_at=MOMENTS[0],
+        team="search",
+        upstream="openai",
+        endpoint="chat",
+        model="m" * 300,
+        status="200",
+        usage=Usage(input_tokens=1 << 70, output_tokens=-(1 << 70), images=1 << 40),
+        price=None,
+        latency_seconds=0.25,
+        user="user\x00" + "u" * 300,
+        tags={"feature\x00": "a\x00b"},
+    )
+    await upgrade_to_head(database_url)
+    engine = create_ledger_engine(database_url)
+    try:
+        store = LedgerStore(engine)
+        assert await store.write([row_of(absurd), varied_record(1)]) == 2
+        async with engine.connect() as connection:
+            stored = (
+                await connection.execute(
+                    select(UsageRow).where(UsageRow.request_id == "req-absurd")
+                )
+            ).one()
+    finally:
+        await engine.dispose()
+    assert (stored.model, stored.end_user) == ("m" * 256, "user" + "u" * 252)
+    assert (stored.input_tokens, stored.output_tokens) == ((1 << 63) - 1, -((1 << 63) - 1))
+    assert stored.images == (1 << 31) - 1
+    assert stored.tags == {"feature": "ab"}
