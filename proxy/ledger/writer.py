@@ -173,6 +173,22 @@ class LedgerWriter:
             self._written_offset = 0
         elif self._written_offset >= _ROTATE_JOURNAL_BYTES:
             self._rotate(journal)
+        await self._copy_memory()
+
+    async def _copy_memory(self) -> None:
+        """Store what the journal could not take straight from memory, rather than wait for
+        the disk: it is safe only once in the database."""
+        while self._in_memory:
+            # Taken out while stored, so that a journal writable again meanwhile (`publish`
+            # moves what is in memory to it) does not take them too.
+            lines = [
+                self._in_memory.popleft()
+                for _ in range(min(self._batch_size, len(self._in_memory)))
+            ]
+            if not await self._write(lines):
+                self._in_memory.extendleft(reversed(lines))
+                return
+            self._update_gauges()
 
     def _rotate(self, journal: JournalFile) -> None:
         """Under steady load the journal is never all written at once; move its unwritten tail
@@ -226,7 +242,12 @@ class LedgerWriter:
         if time.monotonic() - self._last_sync >= self._fsync_seconds:
             self._unsynced = False
             self._last_sync = time.monotonic()
-            await asyncio.to_thread(journal.sync)
+            try:
+                await asyncio.to_thread(journal.sync)
+            except OSError as error:
+                self._unsynced = True
+                self._metrics.write_errors.inc()
+                logger.error("cannot fsync the ledger journal, retrying: %s", error)
 
     def _update_gauges(self) -> None:
         waiting = self._pending + len(self._in_memory)
@@ -250,7 +271,14 @@ class LedgerWriter:
             logger.warning(
                 "ledger: %d records left in the journal for the next start", self._pending
             )
-        journal.sync()
+        try:
+            journal.sync()
+        except OSError as error:
+            logger.error("cannot fsync the ledger journal at shutdown: %s", error)
+        if self._in_memory:
+            logger.error(
+                "ledger: %d records lost, neither journaled nor stored", len(self._in_memory)
+            )
         journal.close(delete=self._pending == 0 and not self._in_memory)
         self._journal = None
 

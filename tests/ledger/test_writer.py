@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -319,3 +321,50 @@ async def test_the_writer_reports_each_stored_call_by_its_request_id(
     await writer.stop(drain_seconds=5)
     await engine.dispose()
     assert stored == ["req-000000", "req-000001", "req-000002"]
+
+
+async def rows_are(engine: AsyncEngine, expected: int) -> bool:
+    return await count_rows(engine) == expected
+
+
+def fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every journal append and fsync fails as on a full disk."""
+
+    def refuse(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(JournalFile, "append", refuse)
+    monkeypatch.setattr(JournalFile, "sync", refuse)
+
+
+async def test_with_the_disk_full_records_go_from_memory_to_the_database(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await upgrade_to_head(database_url)
+    engine = create_ledger_engine(database_url)
+    fill_the_disk(monkeypatch)
+    async with running_writer(database_url, tmp_path / "journal") as (writer, metrics):
+        for number in range(5):
+            writer.publish(record(number))
+        assert not writer.journal_writable
+        await eventually(lambda: rows_are(engine, 5))
+        assert writer.journal_writable  # nothing left waiting for the disk
+        assert gauge(metrics, "llm_proxy_ledger_queue_records") == 0
+        writer.publish(record(5))  # a failing fsync did not stop the writer
+        await eventually(lambda: rows_are(engine, 6))
+    await engine.dispose()
+
+
+async def test_with_the_disk_full_and_the_database_down_stopping_takes_the_drain_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill_the_disk(monkeypatch)
+    unreachable = "postgresql+asyncpg://postgres@127.0.0.1:9/nowhere"
+    engine = create_ledger_engine(unreachable)
+    writer = LedgerWriter(LedgerStore(engine), tmp_path, Metrics(CollectorRegistry()).ledger)
+    writer.start()
+    writer.publish(record(1))
+    started = time.monotonic()
+    await asyncio.wait_for(writer.stop(drain_seconds=0.5), timeout=5)
+    await engine.dispose()
+    assert time.monotonic() - started < 3
