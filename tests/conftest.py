@@ -7,9 +7,12 @@ from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.app import create_app
 from proxy.clock import Clock, utc_now
+from proxy.ledger.database import create_ledger_engine
+from proxy.ledger.migrations import upgrade_to_head
 from proxy.settings import load_settings
 from tests.support.admin import ADMIN_ENVIRON
 from tests.support.clock import START, FakeClock
@@ -127,3 +130,12 @@ def database_url(request: pytest.FixtureRequest) -> str:
     """A fresh, empty ledger database on each engine the proxy supports."""
     url: str = request.getfixturevalue(f"{request.param}_database_url")
     return url
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on a migrated, empty ledger (on each engine the proxy supports)."""
+    await upgrade_to_head(database_url)
+    engine = create_ledger_engine(database_url)
+    yield engine
+    await engine.dispose()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -14,8 +14,6 @@ from proxy.alerts.model import Alert, AlertKind, Ranked
 from proxy.budgets.model import BudgetSettings
 from proxy.budgets.store import BudgetStore
 from proxy.ids import new_request_id
-from proxy.ledger.database import create_ledger_engine
-from proxy.ledger.migrations import upgrade_to_head
 from tests.support.alert_receiver import AlertReceiver, serve_alert_receiver
 
 TEAM = "search"
@@ -34,14 +32,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    await upgrade_to_head(database_url)
-    engine = create_ledger_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

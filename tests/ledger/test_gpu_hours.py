@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -11,9 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from proxy.ledger.database import create_ledger_engine
 from proxy.ledger.gpu_hours import price_gpu_hours
-from proxy.ledger.migrations import upgrade_to_head
 from proxy.ledger.models import GpuHourRow, HourlyUsageRow, TraceRow, UsageRow
 from proxy.ledger.rows import row_of
 from proxy.ledger.store import LedgerStore
@@ -36,12 +33,10 @@ def gpu_call(number: int, tokens: int, minute: int) -> UsageRecord:
 
 
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    await upgrade_to_head(database_url)
-    engine = create_ledger_engine(database_url)
+async def engine(engine: AsyncEngine) -> AsyncEngine:
+    """The migrated ledger (conftest's `engine`), holding two calls on the GPU endpoint."""
     await LedgerStore(engine).write([row_of(gpu_call(1, 100, 10)), row_of(gpu_call(2, 300, 30))])
-    yield engine
-    await engine.dispose()
+    return engine
 
 
 async def costs(engine: AsyncEngine) -> dict[str, Decimal | None]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -144,15 +144,6 @@ async def fill_ledger(database_url: str) -> None:
         await write(engine, CALLS)
     finally:
         await engine.dispose()
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """An engine on a migrated, empty ledger."""
-    await upgrade_to_head(database_url)
-    engine = create_ledger_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
