@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -23,7 +23,14 @@ from proxy.access.store import team_id_of
 from proxy.budgets.model import Budget, BudgetSettings, Spend, check_settings
 from proxy.budgets.periods import Period
 from proxy.clock import as_utc
-from proxy.ledger.models import BudgetLeaseRow, BudgetRow, BudgetSpendRow, KeyRow, TeamRow
+from proxy.ledger.models import (
+    BudgetLeaseRow,
+    BudgetRow,
+    BudgetSpendRow,
+    KeyRow,
+    Money,
+    TeamRow,
+)
 
 
 def _budget(row: Any, team: str) -> Budget:
@@ -190,6 +197,7 @@ class BudgetStore:
         expires_at: datetime,
     ) -> None:
         """Shrink (never grow) a lease to what is still held, and keep it alive."""
+        smaller = func.min if self._dialect == "sqlite" else func.least
         async with self._engine.begin() as connection:
             if held <= 0:
                 await connection.execute(
@@ -208,9 +216,8 @@ class BudgetStore:
                     BudgetLeaseRow.holder == holder,
                 )
                 .values(
-                    amount_usd=func.min(BudgetLeaseRow.amount_usd, held)
-                    if self._dialect == "sqlite"
-                    else func.least(BudgetLeaseRow.amount_usd, held),
+                    # Bound as Money: on SQLite that is a count of 1e-10 USD, not the Decimal.
+                    amount_usd=smaller(BudgetLeaseRow.amount_usd, bindparam(None, held, Money())),
                     expires_at=expires_at,
                 )
             )

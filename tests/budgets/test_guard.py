@@ -4,18 +4,16 @@ and a grant of the same lease overlap."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.access.store import AccessStore
 from proxy.budgets.guard import BudgetGuard, LeasePolicy
 from proxy.budgets.model import Budget, BudgetSettings
 from proxy.budgets.store import BudgetStore
-from proxy.ledger.migrations import upgrade_to_head
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -33,14 +31,6 @@ class GrantThatWaits(BudgetStore):
         self.committed.set()
         await self.may_return.wait()
         return granted
-
-
-@pytest.fixture
-async def engine(postgres_database_url: str) -> AsyncIterator[AsyncEngine]:
-    await upgrade_to_head(postgres_database_url)
-    engine = create_async_engine(postgres_database_url)
-    yield engine
-    await engine.dispose()
 
 
 async def hard_budget(engine: AsyncEngine, limit: str) -> Budget:
