@@ -10,18 +10,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from tests.support.asgi import Receive, Scope, Send, read_body
 from tests.support.servers import serve_in_thread
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -89,12 +86,7 @@ class AlertReceiver:
             return
         if scope["type"] != "http":
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         with self._changed:
             if self._failures_left > 0:
                 self._failures_left -= 1
@@ -105,7 +97,7 @@ class AlertReceiver:
                 ReceivedRequest(
                     path=scope["path"],
                     headers={k.decode().lower(): v.decode() for k, v in scope["headers"]},
-                    body=bytes(body),
+                    body=body,
                     answered=status,
                 )
             )

@@ -27,9 +27,7 @@ from typing import Any
 
 import orjson
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from tests.support.asgi import Receive, Scope, Send, read_body
 
 UPSTREAM_HEADERS = [
     (b"x-request-id", b"req_fake_0001"),
@@ -79,18 +77,13 @@ class FakeUpstream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         request = RecordedRequest(
             method=scope["method"],
             path=scope["path"],
             query=scope["query_string"].decode(),
             headers={k.decode().lower(): v.decode() for k, v in scope["headers"]},
-            body=bytes(body),
+            body=body,
             client_port=scope["client"][1],
         )
         self.requests.append(request)
