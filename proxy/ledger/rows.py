@@ -114,15 +114,16 @@ def encode(row: Row) -> bytes:
     return orjson.dumps(row, default=decimal_as_text, option=orjson.OPT_APPEND_NEWLINE)
 
 
-_REQUEST_ID_AT = len(b'{"request_id":"')
+_REQUEST_ID_START = b'{"request_id":"'
 
 
 def request_id_of(line: bytes) -> str:
     """The request id of a journal line, read without decoding the rest of it (`encode` writes
     it first; an id it had to escape is decoded)."""
-    end = line.find(b'"', _REQUEST_ID_AT)
-    found = line[_REQUEST_ID_AT:end]
-    if line.startswith(b'{"request_id":"') and end > 0 and b"\\" not in found:
+    start = len(_REQUEST_ID_START)
+    end = line.find(b'"', start)
+    found = line[start:end]
+    if line.startswith(_REQUEST_ID_START) and end > 0 and b"\\" not in found:
         return found.decode()
     request_id: str = decode(line)["request_id"]
     return request_id
