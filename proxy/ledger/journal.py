@@ -19,6 +19,8 @@ from pathlib import Path
 
 _PREFIX = "journal-"
 _SUFFIX = ".jsonl"
+# Records the database refused, kept for an operator to look at (not a journal: never replayed).
+REJECTED_FILE = "rejected.jsonl"
 
 
 class JournalFile:
@@ -83,6 +85,18 @@ class JournalFile:
         if delete:
             self.path.unlink(missing_ok=True)
         os.close(self._descriptor)  # closing releases the lock
+
+
+def set_aside(directory: Path, line: bytes) -> Path:
+    """Append a refused record's line to the directory's rejected file, durably; its path."""
+    path = directory / REJECTED_FILE
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(descriptor, line)  # one write of a whole line: processes may share the file
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    return path
 
 
 def orphaned_journals(directory: Path, own: Path) -> Iterator[Path]:

@@ -32,6 +32,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 MONEY_SCALE = 10
+# The most a money column holds on both engines: SQLite's 64-bit count of 1e-10 USD (about 922
+# million USD) is the smaller bound; Postgres's NUMERIC(20, 10) holds up to 1e10.
+LARGEST_MONEY = Decimal((1 << 63) - 1).scaleb(-MONEY_SCALE)
 
 
 class Money(TypeDecorator[Decimal]):

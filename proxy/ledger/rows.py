@@ -7,9 +7,9 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, Integer, String
+from sqlalchemy import BigInteger, ColumnElement, Integer, Numeric, String
 
-from proxy.ledger.models import UsageRow
+from proxy.ledger.models import LARGEST_MONEY, Money, UsageRow
 from proxy.metering.usage import UsageRecord
 
 # The price entry of a call whose GPU hour is not split yet (see proxy/ledger/gpu_hours.py).
@@ -47,6 +47,22 @@ _INTEGER_LIMITS = tuple(
     if isinstance(column.type, Integer)  # BigInteger is an Integer too
 )
 _DECIMAL_COLUMNS = ("cost_usd", "audio_seconds")
+
+
+def _largest_decimal(column: ColumnElement[Any]) -> Decimal:
+    """The largest value a decimal column holds on every engine."""
+    if isinstance(column.type, Money):
+        return LARGEST_MONEY
+    numeric = column.type
+    assert isinstance(numeric, Numeric) and numeric.precision and numeric.scale is not None
+    return Decimal(10) ** (numeric.precision - numeric.scale) - Decimal(1).scaleb(-numeric.scale)
+
+
+# The largest number each numeric column holds: a value past it fails its batch too.
+_RANGES: tuple[tuple[str, int | Decimal], ...] = (
+    *_INTEGER_LIMITS,
+    *((name, _largest_decimal(UsageRow.__table__.columns[name])) for name in _DECIMAL_COLUMNS),
+)
 
 
 def row_of(record: UsageRecord) -> Row:
@@ -87,12 +103,13 @@ def row_of(record: UsageRecord) -> Row:
 
 def _fit_to_columns(row: Row) -> None:
     """Cut what the columns cannot hold: long text to its column's length (NULs out), counts
-    to the column's range. A record of an absurd call is kept, not refused by the database."""
+    and amounts to the column's range. A record of an absurd call (an upstream reporting 2^62
+    tokens, say) is kept, not refused by the database."""
     for column, length in _TEXT_LIMITS:
         value = row[column]
         if value is not None and (len(value) > length or "\0" in value):
             row[column] = value.replace("\0", "")[:length]
-    for column, largest in _INTEGER_LIMITS:
+    for column, largest in _RANGES:
         value = row[column]
         if value is not None and not -largest <= value <= largest:
             row[column] = largest if value > 0 else -largest

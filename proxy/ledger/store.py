@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Table, case
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from proxy.ledger.models import BudgetSpendRow, HourlyUsageRow, TraceRow, UsageRow
@@ -67,6 +68,19 @@ class _Totals:
         self.last_at = at if self.last_at is None else max(self.last_at, at)
 
 
+class RejectedBatch(Exception):
+    """The database refused a batch's data, not its connection: it would fail the same way at
+    every retry (a value out of a column's range, a line that is not a record)."""
+
+
+def _refused_data(error: Exception) -> bool:
+    """Postgres's data exceptions (SQLSTATE class 22, e.g. a numeric field overflow), SQLite's
+    driver refusing an integer past 64 bits, `decode` refusing a line that is not a record."""
+    if isinstance(error, DBAPIError):
+        return str(getattr(error.orig, "sqlstate", "")).startswith("22")
+    return isinstance(error, OverflowError | ValueError)
+
+
 class LedgerStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -96,15 +110,19 @@ class LedgerStore:
 
     async def write(self, rows: Sequence[Row]) -> int:
         """Store the rows in one transaction; return how many were new."""
-        if self._postgres_batch is not None:
-            return await self._write_postgres([encode(row) for row in rows])
-        return await self._write_portable(rows)
+        return await self.write_lines([encode(row) for row in rows])
 
     async def write_lines(self, lines: Sequence[bytes]) -> int:
-        """Store whole journal lines (as `encode` wrote them), as `write` stores rows."""
-        if self._postgres_batch is not None:
-            return await self._write_postgres(lines)
-        return await self._write_portable([decode(line) for line in lines])
+        """Store whole journal lines (as `encode` wrote them) in one transaction; return how
+        many were new. `RejectedBatch` if the database refused their data."""
+        try:
+            if self._postgres_batch is not None:
+                return await self._write_postgres(lines)
+            return await self._write_portable([decode(line) for line in lines])
+        except Exception as error:
+            if _refused_data(error):
+                raise RejectedBatch(str(error.__cause__ or error)) from error
+            raise
 
     async def _write_postgres(self, lines: Sequence[bytes]) -> int:
         assert self._postgres_batch is not None

@@ -22,9 +22,9 @@ from pathlib import Path
 from prometheus_client import Counter, Gauge
 
 from proxy.ledger.database import DATABASE_ERRORS
-from proxy.ledger.journal import JournalFile, claimed, orphaned_journals
+from proxy.ledger.journal import JournalFile, claimed, orphaned_journals, set_aside
 from proxy.ledger.rows import decode, encode, request_id_of, row_of
-from proxy.ledger.store import LedgerStore
+from proxy.ledger.store import LedgerStore, RejectedBatch
 from proxy.metering.usage import UsageRecord
 
 logger = logging.getLogger(__name__)
@@ -220,6 +220,8 @@ class LedgerWriter:
             return True
         try:
             await self._store.write_lines(lines)
+        except RejectedBatch as error:
+            return await self._write_around_refused(lines, error)
         except DATABASE_ERRORS as error:
             self._metrics.write_errors.inc()
             if not self._backoff:
@@ -233,6 +235,28 @@ class LedgerWriter:
             logger.warning("ledger database reachable again: replaying journaled records")
         self._backoff = 0.0
         self._on_stored([request_id_of(line) for line in lines])
+        return True
+
+    async def _write_around_refused(self, lines: list[bytes], error: RejectedBatch) -> bool:
+        """Store a refused batch in halves, down to the records refused on their own, which are
+        set aside: one bad record must not hold back every record after it."""
+        if len(lines) > 1:
+            middle = len(lines) // 2
+            return await self._write(lines[:middle]) and await self._write(lines[middle:])
+        self._metrics.write_errors.inc()
+        try:
+            path = set_aside(self._directory, lines[0])
+        except OSError as disk_error:
+            logger.error(
+                "the database refused a record (%s) and it cannot be set aside (%s): %r",
+                error,
+                disk_error,
+                lines[0],
+            )
+        else:
+            logger.error("the database refused a record (%s): set aside in %s", error, path)
+        # The ledger is done with it: the budgets stop holding its spend as on its way.
+        self._on_stored([request_id_of(lines[0])])
         return True
 
     async def _sync_if_due(self) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from proxy.ledger.database import create_ledger_engine
 from proxy.ledger.migrations import upgrade_to_head
-from proxy.ledger.models import BudgetSpendRow, HourlyUsageRow, TraceRow, UsageRow
+from proxy.ledger.models import LARGEST_MONEY, BudgetSpendRow, HourlyUsageRow, TraceRow, UsageRow
 from proxy.ledger.rows import Row, row_of
 from proxy.ledger.store import LedgerStore
 from proxy.metering.usage import Price, PromptSplit, Usage, UsageRecord
@@ -129,7 +129,7 @@ async def test_what_a_column_cannot_hold_is_cut_to_fit_not_refused_with_the_batc
         model="m" * 300,
         status="200",
         usage=Usage(input_tokens=1 << 70, output_tokens=-(1 << 70), images=1 << 40),
-        price=None,
+        price=Price(Decimal("1e15"), "config:absurd"),
         latency_seconds=0.25,
         user="user\x00" + "u" * 300,
         tags={"feature\x00": "a\x00b"},
@@ -150,4 +150,5 @@ async def test_what_a_column_cannot_hold_is_cut_to_fit_not_refused_with_the_batc
     assert (stored.model, stored.end_user) == ("m" * 256, "user" + "u" * 252)
     assert (stored.input_tokens, stored.output_tokens) == ((1 << 63) - 1, -((1 << 63) - 1))
     assert stored.images == (1 << 31) - 1
+    assert stored.cost_usd == LARGEST_MONEY
     assert stored.tags == {"feature": "ab"}

@@ -187,6 +187,30 @@ async def test_a_journal_left_by_a_dead_process_is_replayed_at_start(
             await engine.dispose()
 
 
+async def test_a_record_the_database_refuses_is_set_aside_and_the_rest_stored(
+    database_url: str, tmp_path: Path
+) -> None:
+    # A cost past what the money columns hold (a journal of a version that did not cut it to
+    # fit, say): refused by the database, it must not hold back the records around it.
+    await upgrade_to_head(database_url)
+    journal_dir = tmp_path / "journal"
+    refused = encode({**row_of(record(3)), "cost_usd": Decimal("1e15")})
+    dead = JournalFile.create(journal_dir)
+    for number in range(8):
+        dead.append(refused if number == 3 else encode(row_of(record(number))))
+    dead.close(delete=False)
+    async with running_writer(database_url, journal_dir) as (writer, metrics):
+        engine = create_ledger_engine(database_url)
+        try:
+            await eventually(lambda: rows_are(engine, 7))
+            writer.publish(record(8))  # and the writer goes on
+            await eventually(lambda: rows_are(engine, 8))
+        finally:
+            await engine.dispose()
+    assert (journal_dir / "rejected.jsonl").read_bytes() == refused
+    assert gauge(metrics, "llm_proxy_ledger_write_errors_total") == 1
+
+
 async def test_the_journal_of_a_live_process_is_left_alone(
     sqlite_database_url: str, tmp_path: Path
 ) -> None:
