@@ -131,8 +131,9 @@ class Settler:
         reported = extractor.reported(call, exchange.tap)
         if reported is not None:
             return reported
-        if exchange.succeeded or exchange.status == CLIENT_CLOSED:
-            # Nothing reported: a server that never reports, or a client that hung up first.
+        # Nothing reported: a server that never reports, a 2xx answer cut short (the tap keeps
+        # the upstream's status when the exchange's turns 502 or 504), or a client that hung up.
+        if 200 <= exchange.tap.status < 300 or exchange.status == CLIENT_CLOSED:
             return extractor.estimated(call, exchange.tap)
         return _EMPTY  # an upstream error that reported nothing consumed nothing billable
 

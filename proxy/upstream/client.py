@@ -62,12 +62,22 @@ class UpstreamClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+# Each names what to fix (the host name, the certificate or the scheme, the server); the first
+# two are kinds of the last, so they come first.
+_CONNECT_FAILURES: tuple[tuple[type[aiohttp.ClientConnectorError], str], ...] = (
+    (aiohttp.ClientConnectorDNSError, "Could not resolve the host of the upstream {!r}."),
+    (aiohttp.ClientSSLError, "The TLS handshake with the upstream {!r} failed."),
+    (aiohttp.ClientConnectorError, "Could not connect to the upstream {!r}."),
+)
+
+
 def translate_error(error: BaseException, upstream: str) -> ProxyError:
     """An aiohttp (or socket) error as the OpenAI-shaped error the client receives."""
     if isinstance(error, TimeoutError):
         return UpstreamTimeout(f"The upstream {upstream!r} did not answer in time.")
-    if isinstance(error, aiohttp.ClientConnectorError):
-        return UpstreamUnreachable(f"Could not connect to the upstream {upstream!r}.")
+    for failure, message in _CONNECT_FAILURES:
+        if isinstance(error, failure):
+            return UpstreamUnreachable(message.format(upstream))
     return UpstreamFailed(f"The connection to the upstream {upstream!r} failed: {error}")
 
 

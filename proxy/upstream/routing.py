@@ -73,14 +73,28 @@ class Router:
 
     def __init__(self, upstreams: Sequence[Upstream], default_name: str) -> None:
         self.upstreams = tuple(upstreams)
-        self.default = next(u for u in self.upstreams if u.name == default_name)
+        by_name = {u.name: u for u in self.upstreams}
+        self.default = by_name[default_name]
+        self._attempts = {u.name: _fallback_chain(u, by_name) for u in self.upstreams}
         # Model names repeat endlessly; match each distinct one once.
         self.for_model = lru_cache(maxsize=4096)(self._first_serving)
 
     def _first_serving(self, model: str) -> Upstream | None:
         return next((u for u in self.upstreams if u.serves(model)), None)
 
+    def attempts(self, upstream: Upstream) -> tuple[Upstream, ...]:
+        """`upstream`, then its fallback, the fallback's fallback, ...: the order to try them."""
+        return self._attempts[upstream.name]
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Router:
         upstreams = [Upstream.from_settings(resolved) for resolved in settings.upstreams]
         return cls(upstreams, settings.default_upstream_name)
+
+
+def _fallback_chain(upstream: Upstream, by_name: dict[str, Upstream]) -> tuple[Upstream, ...]:
+    chain = [upstream]
+    # The settings refuse names that are not upstreams and chains that come back on themselves.
+    while (fallback := chain[-1].config.fallback) is not None:
+        chain.append(by_name[fallback])
+    return tuple(chain)
