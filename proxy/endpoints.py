@@ -10,8 +10,10 @@ from enum import Enum
 
 
 class BodyFormat(Enum):
-    JSON = "json"
-    MULTIPART = "multipart"
+    """How the endpoint's body is sent, named by its media type."""
+
+    JSON = "application/json"
+    MULTIPART = "multipart/form-data"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,20 +25,27 @@ class Endpoint:
     body: BodyFormat
     # Azure OpenAI's classic API puts these under /deployments/{deployment}/.
     deployment_scoped: bool = True
+    # Where OpenAI's API reference lets `model` be left out (it has a default, or, for
+    # responses, a stored prompt may name it), the call goes to the default upstream.
+    model_required: bool = True
 
 
 _ENDPOINTS = (
     Endpoint("chat/completions", "chat", BodyFormat.JSON),
     Endpoint("completions", "completions", BodyFormat.JSON),
     Endpoint("embeddings", "embeddings", BodyFormat.JSON),
-    Endpoint("images/generations", "images", BodyFormat.JSON),
-    Endpoint("images/edits", "images", BodyFormat.MULTIPART),
-    Endpoint("images/variations", "images", BodyFormat.MULTIPART),
+    Endpoint("images/generations", "images", BodyFormat.JSON, model_required=False),
+    Endpoint("images/edits", "images", BodyFormat.MULTIPART, model_required=False),
+    Endpoint("images/variations", "images", BodyFormat.MULTIPART, model_required=False),
     Endpoint("audio/speech", "audio", BodyFormat.JSON),
     Endpoint("audio/transcriptions", "audio", BodyFormat.MULTIPART),
     Endpoint("audio/translations", "audio", BodyFormat.MULTIPART),
-    Endpoint("responses", "responses", BodyFormat.JSON, deployment_scoped=False),
-    Endpoint("moderations", "moderations", BodyFormat.JSON, deployment_scoped=False),
+    Endpoint(
+        "responses", "responses", BodyFormat.JSON, deployment_scoped=False, model_required=False
+    ),
+    Endpoint(
+        "moderations", "moderations", BodyFormat.JSON, deployment_scoped=False, model_required=False
+    ),
 )
 
 MODEL_ROUTED_ENDPOINTS: dict[str, Endpoint] = {endpoint.path: endpoint for endpoint in _ENDPOINTS}

@@ -56,6 +56,27 @@ class InvalidJSON(InvalidRequest):
         )
 
 
+class MissingParameter(InvalidRequest):
+    code = "missing_required_parameter"
+
+    def __init__(self, param: str) -> None:
+        super().__init__(f"Missing required parameter: `{param}`.", param=param)
+
+
+class InvalidValue(InvalidRequest):
+    code = "invalid_value"
+
+
+class UnsupportedContentType(InvalidRequest):
+    code = "unsupported_content_type"
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(
+            f"Unsupported content type: this endpoint takes `{expected}` requests "
+            "(set the Content-Type header to match the body)."
+        )
+
+
 class ModelNotServed(ProxyError):
     status = 404
     error_type = "invalid_request_error"

@@ -9,10 +9,23 @@ from typing import Any
 import orjson
 
 from proxy.endpoints import BodyFormat, Endpoint
-from proxy.errors import InvalidJSON, InvalidRequest
+from proxy.errors import (
+    InvalidJSON,
+    InvalidRequest,
+    InvalidValue,
+    MissingParameter,
+    UnsupportedContentType,
+)
 
 # Form fields larger than this are files (images, audio), never metering fields.
 _MAX_TEXT_FIELD_BYTES = 4096
+# OpenAI's own cap on `n` (chat and completions; images take at most 10), so no call OpenAI
+# would serve is refused. A budget reserves output for every choice, and a self-hosted server
+# would try to generate them all: a huge `n` is refused before it goes anywhere.
+MAX_CHOICES = 128
+# The ledger's `model` column. No model is named at such length; routing caches every name it
+# sees and metrics keep some, so a name the size of the body is refused.
+MAX_MODEL_LENGTH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,17 +42,52 @@ _PART_FILENAME = re.compile(rb";\s*filename", re.IGNORECASE)
 
 
 def read_request_fields(endpoint: Endpoint, content_type: bytes, body: bytes) -> RequestFields:
-    """The fields of a model-routed call's body; `InvalidRequest` if it cannot be read."""
+    """The fields of a model-routed call's body; `InvalidRequest` if it cannot be read, or if
+    the fields routing and metering rely on (`model`, `n`) are missing or invalid."""
+    _check_content_type(endpoint, content_type)
     document = (
         _form_text_fields(content_type, body)
         if endpoint.body is BodyFormat.MULTIPART
         else _json_object(body)
     )
-    model = document.get("model")
-    if model is not None and not isinstance(model, str):
-        raise InvalidRequest("`model` must be a string.", param="model")
+    model = _model(endpoint, document.get("model"))
+    _check_choices(endpoint, document.get("n"))
     stream = document.get("stream")
     return RequestFields(model=model, stream=stream is True or stream == "true", document=document)
+
+
+def _check_content_type(endpoint: Endpoint, content_type: bytes) -> None:
+    media_type = content_type.partition(b";")[0].strip().lower()
+    # A body sent with no Content-Type at all (a hand-written script's) is read as JSON.
+    if media_type == endpoint.body.value.encode() or (
+        media_type == b"" and endpoint.body is BodyFormat.JSON
+    ):
+        return
+    raise UnsupportedContentType(endpoint.body.value)
+
+
+def _model(endpoint: Endpoint, value: Any) -> str | None:
+    if value is None or value == "":
+        if endpoint.model_required:
+            raise MissingParameter("model")
+        return None
+    if not isinstance(value, str):
+        raise InvalidValue("`model` must be a string.", param="model")
+    if len(value) > MAX_MODEL_LENGTH:
+        raise InvalidValue(
+            f"`model` must be at most {MAX_MODEL_LENGTH} characters long.", param="model"
+        )
+    return value
+
+
+def _check_choices(endpoint: Endpoint, value: Any) -> None:
+    """`n`, where given, is a whole number from 1 to `MAX_CHOICES` (in a form: its digits)."""
+    if value is None:
+        return
+    if endpoint.body is BodyFormat.MULTIPART and isinstance(value, str):
+        value = int(value) if value.isascii() and value.isdigit() else None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CHOICES:
+        raise InvalidValue(f"`n` must be a whole number from 1 to {MAX_CHOICES}.", param="n")
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

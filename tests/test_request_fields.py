@@ -10,6 +10,7 @@ from proxy.request_fields import read_request_fields
 
 CHAT = MODEL_ROUTED_ENDPOINTS["chat/completions"]
 EDIT = MODEL_ROUTED_ENDPOINTS["images/edits"]
+MODERATIONS = MODEL_ROUTED_ENDPOINTS["moderations"]
 BOUNDARY = b"----b0undary"
 MULTIPART = b"multipart/form-data; boundary=" + BOUNDARY
 
@@ -26,8 +27,8 @@ def test_json_model_and_stream() -> None:
     assert (fields.model, fields.stream) == ("gpt-4o", True)
 
 
-def test_json_without_model() -> None:
-    assert read_request_fields(CHAT, b"application/json", b"{}").model is None
+def test_json_without_model_where_the_endpoint_has_a_default() -> None:
+    assert read_request_fields(MODERATIONS, b"application/json", b"{}").model is None
 
 
 @pytest.mark.parametrize("body", [b"{", b"[1, 2]", b"\xff\xfe"])

@@ -11,13 +11,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from proxy.access.directory import AccessDirectory
 from proxy.access.store import DEFAULT_GRACE_SECONDS, AccessStore, IssuedKey, Key, KeySettings, Team
 from proxy.alerts.store import AlertStore
 from proxy.api.common import OpenAIErrorRoute, error_responses, require_admin_key
+from proxy.api.text import Text
 from proxy.budgets.model import (
     DEFAULT_THRESHOLDS,
     LIMIT_DECIMAL_PLACES,
@@ -50,7 +51,7 @@ class _Body(BaseModel):
 
 
 class TeamBody(_Body):
-    name: str = Field(min_length=1, max_length=128)
+    name: Text = Field(min_length=1, max_length=128)
 
 
 class TeamDocument(BaseModel):
@@ -59,20 +60,20 @@ class TeamDocument(BaseModel):
 
 
 class KeyBody(_Body):
-    team: str
-    name: str | None = Field(default=None, max_length=128)
+    team: Text
+    name: Text | None = Field(default=None, max_length=128)
     expires_at: AwareDatetime | None = None
-    models: list[str] | None = Field(default=None, description="Model name globs; null: any.")
-    end_user: str | None = Field(default=None, max_length=256)
+    models: list[Text] | None = Field(default=None, description="Model name globs; null: any.")
+    end_user: Text | None = Field(default=None, max_length=256)
 
 
 class KeyUpdateBody(_Body):
     """Only the fields given change."""
 
-    name: str | None = Field(default=None, max_length=128)
+    name: Text | None = Field(default=None, max_length=128)
     expires_at: AwareDatetime | None = None
-    models: list[str] | None = None
-    end_user: str | None = Field(default=None, max_length=256)
+    models: list[Text] | None = None
+    end_user: Text | None = Field(default=None, max_length=256)
 
 
 class RotateBody(_Body):
@@ -107,7 +108,7 @@ class BudgetBody(_Body):
     )
     hard: bool = False
     thresholds: list[Decimal] = Field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
-    timezone: str = "UTC"
+    timezone: Text = "UTC"
     window_start: AwareDatetime | None = None
     window_end: AwareDatetime | None = None
 
@@ -140,8 +141,8 @@ class SpendDocument(BaseModel):
 
 class SinkBody(_Body):
     kind: Literal["webhook", "slack"]
-    url: str = Field(max_length=2048)
-    secret: str | None = Field(default=None, max_length=256)
+    url: Text = Field(max_length=2048)
+    secret: Text | None = Field(default=None, max_length=256)
 
 
 class SinkDocument(BaseModel):
@@ -260,14 +261,14 @@ async def list_teams(request: Request) -> TeamList:
 
 
 @router.patch("/teams/{name}")
-async def rename_team(name: str, body: TeamBody, request: Request) -> TeamDocument:
+async def rename_team(name: Text, body: TeamBody, request: Request) -> TeamDocument:
     team = await _access(request).rename_team(name, body.name, _now(request))
     await _reload(request)
     return _team_document(team)
 
 
 @router.delete("/teams/{name}")
-async def delete_team(name: str, request: Request) -> Deleted:
+async def delete_team(name: Text, request: Request) -> Deleted:
     """Delete a team with its keys and budgets (its recorded usage stays)."""
     await _access(request).delete_team(name)
     await _reload(request)
@@ -293,19 +294,19 @@ async def create_key(body: KeyBody, request: Request) -> IssuedKeyDocument:
 @router.get("/keys")
 async def list_keys(
     request: Request,
-    team: Annotated[str | None, Query(description="Only this team's keys.")] = None,
+    team: Annotated[Text | None, Query(description="Only this team's keys.")] = None,
 ) -> KeyList:
     keys = await _access(request).list_keys(team)
     return KeyList(data=[KeyDocument(**_key_document(key)) for key in keys])
 
 
 @router.get("/keys/{key_id}")
-async def get_key(key_id: str, request: Request) -> KeyDocument:
+async def get_key(key_id: Text, request: Request) -> KeyDocument:
     return KeyDocument(**_key_document(await _access(request).get_key(key_id)))
 
 
 @router.patch("/keys/{key_id}")
-async def update_key(key_id: str, body: KeyUpdateBody, request: Request) -> KeyDocument:
+async def update_key(key_id: Text, body: KeyUpdateBody, request: Request) -> KeyDocument:
     store = _access(request)
     current = await store.get_key(key_id)
     given = body.model_fields_set
@@ -326,7 +327,7 @@ async def update_key(key_id: str, body: KeyUpdateBody, request: Request) -> KeyD
 
 @router.post("/keys/{key_id}/rotate", status_code=201)
 async def rotate_key(
-    key_id: str, request: Request, body: RotateBody | None = None
+    key_id: Text, request: Request, body: RotateBody | None = None
 ) -> IssuedKeyDocument:
     """A new key with the same settings; the old one keeps working for `grace_seconds`."""
     grace = (body or RotateBody()).grace_seconds
@@ -336,7 +337,7 @@ async def rotate_key(
 
 
 @router.delete("/keys/{key_id}")
-async def revoke_key(key_id: str, request: Request) -> KeyDocument:
+async def revoke_key(key_id: Text, request: Request) -> KeyDocument:
     """Revoke a key: from now on it gets 401."""
     key = await _access(request).revoke_key(key_id, _now(request))
     await _reload(request)
@@ -351,14 +352,14 @@ async def _key_team(request: Request, key_id: str) -> str:
 
 
 @router.put("/teams/{name}/budget")
-async def set_team_budget(name: str, body: BudgetBody, request: Request) -> BudgetDocument:
+async def set_team_budget(name: Text, body: BudgetBody, request: Request) -> BudgetDocument:
     budget = await _budgets(request).set_budget(name, None, _budget_settings(body), _now(request))
     await _reload(request)
     return _budget_document(budget)
 
 
 @router.put("/keys/{key_id}/budget")
-async def set_key_budget(key_id: str, body: BudgetBody, request: Request) -> BudgetDocument:
+async def set_key_budget(key_id: Text, body: BudgetBody, request: Request) -> BudgetDocument:
     team = await _key_team(request, key_id)
     budget = await _budgets(request).set_budget(team, key_id, _budget_settings(body), _now(request))
     await _reload(request)
@@ -366,25 +367,25 @@ async def set_key_budget(key_id: str, body: BudgetBody, request: Request) -> Bud
 
 
 @router.get("/teams/{name}/budget")
-async def get_team_budget(name: str, request: Request) -> BudgetDocument:
+async def get_team_budget(name: Text, request: Request) -> BudgetDocument:
     return _budget_document(await _budgets(request).get_budget(name))
 
 
 @router.get("/keys/{key_id}/budget")
-async def get_key_budget(key_id: str, request: Request) -> BudgetDocument:
+async def get_key_budget(key_id: Text, request: Request) -> BudgetDocument:
     team = await _key_team(request, key_id)
     return _budget_document(await _budgets(request).get_budget(team, key_id))
 
 
 @router.delete("/teams/{name}/budget")
-async def delete_team_budget(name: str, request: Request) -> Deleted:
+async def delete_team_budget(name: Text, request: Request) -> Deleted:
     await _budgets(request).delete_budget(name)
     await _reload(request)
     return Deleted(id=name)
 
 
 @router.delete("/keys/{key_id}/budget")
-async def delete_key_budget(key_id: str, request: Request) -> Deleted:
+async def delete_key_budget(key_id: Text, request: Request) -> Deleted:
     team = await _key_team(request, key_id)
     await _budgets(request).delete_budget(team, key_id)
     await _reload(request)
@@ -411,13 +412,13 @@ async def _spend(request: Request, budget: Budget) -> SpendDocument:
 
 
 @router.get("/teams/{name}/spend")
-async def team_spend(name: str, request: Request) -> SpendDocument:
+async def team_spend(name: Text, request: Request) -> SpendDocument:
     """The current period's spend against the team's budget."""
     return await _spend(request, await _budgets(request).get_budget(name))
 
 
 @router.get("/keys/{key_id}/spend")
-async def key_spend(key_id: str, request: Request) -> SpendDocument:
+async def key_spend(key_id: Text, request: Request) -> SpendDocument:
     team = await _key_team(request, key_id)
     return await _spend(request, await _budgets(request).get_budget(team, key_id))
 
@@ -450,8 +451,12 @@ async def list_alert_sinks(request: Request) -> SinkList:
     )
 
 
+# Sink ids are 32-bit INTEGERs: a larger one names no sink, and Postgres refuses to compare it.
+SinkId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
 @router.delete("/alert-sinks/{sink_id}")
-async def delete_alert_sink(sink_id: int, request: Request) -> Deleted:
+async def delete_alert_sink(sink_id: SinkId, request: Request) -> Deleted:
     await _alerts(request).delete_sink(sink_id)
     return Deleted(id=str(sink_id))
 
@@ -459,7 +464,7 @@ async def delete_alert_sink(sink_id: int, request: Request) -> Deleted:
 @router.get("/alerts")
 async def list_alerts(
     request: Request,
-    team: Annotated[str | None, Query(description="Only this team's alerts.")] = None,
+    team: Annotated[Text | None, Query(description="Only this team's alerts.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AlertList:
     """Alerts raised, newest first, with how their delivery to each sink went."""
