@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 ARGS ?=
 
-.PHONY: run test bench lint lock clean
+.PHONY: run test bench soak lint lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +32,25 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks $(ARGS)
 
+## Soak: a real proxy at a steady 100 calls/s for SECONDS (default 600), checked for errors,
+## RSS and fd growth, and every call in Postgres once; written to benchmarks/SOAK.md and soak.json.
+SECONDS ?= 600
+soak: $(VENV)/.installed-dev
+	$(BIN)/python -m benchmarks.soak --seconds $(SECONDS) $(ARGS)
+
 ## Lint, format check and strict type check.
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check proxy tests benchmarks
 	$(BIN)/ruff format --check proxy tests benchmarks
 	$(BIN)/mypy
+
+## Audit the locked dependencies for known vulnerabilities (needs network access: PyPI's JSON
+## API serves the advisories). --strict, because without it a package that could not be audited
+## (offline, every one) is only listed, and the audit still passes.
+audit: $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip-audit
+	$(BIN)/pip-audit --requirement constraints.txt --no-deps --disable-pip --strict \
+		--progress-spinner off
 
 ## Re-resolve constraints.txt (the lock) from pyproject.toml's ranges.
 lock: $(BIN)/python

@@ -3,7 +3,9 @@
 It answers `POST /v1/chat/completions` (JSON, or an event stream of `STREAM_CHUNKS` content
 chunks plus the usage chunk when `stream_options.include_usage` asks for it), `POST
 /v1/embeddings` and `GET /v1/models`, with usage reported as OpenAI reports it. Each stream chunk
-is its own write, so the proxy sees a real stream and not one buffer.
+is its own write, so the proxy sees a real stream and not one buffer. A stream asked for with the
+header `x-fake-event-delay-ms: N` pauses N ms before each event after the first (the soak's
+clients hang up part way through such a stream).
 
 Run: `python -m benchmarks.fake_upstream --port 9100` (uvicorn with uvloop and httptools).
 """
@@ -11,6 +13,7 @@ Run: `python -m benchmarks.fake_upstream --port 9100` (uvicorn with uvloop and h
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -140,7 +143,8 @@ class FakeUpstream:
             request = orjson.loads(body)
             if request.get("stream"):
                 options = request.get("stream_options") or {}
-                await _stream(send, self._streams[bool(options.get("include_usage"))])
+                events = self._streams[bool(options.get("include_usage"))]
+                await _stream(send, events, _event_delay_seconds(scope))
             else:
                 await _answer(send, 200, self._chat)
         elif path.endswith("/embeddings"):
@@ -177,9 +181,18 @@ async def _answer(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _stream(send: Send, events: list[bytes]) -> None:
+def _event_delay_seconds(scope: Message) -> float:
+    for name, value in scope["headers"]:
+        if name == b"x-fake-event-delay-ms":
+            return int(value) / 1000
+    return 0.0
+
+
+async def _stream(send: Send, events: list[bytes], delay_seconds: float = 0.0) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": _STREAM_HEADERS})
-    for event in events:
+    for index, event in enumerate(events):
+        if delay_seconds and index:
+            await asyncio.sleep(delay_seconds)
         await send({"type": "http.response.body", "body": event, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
 

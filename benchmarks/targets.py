@@ -106,13 +106,20 @@ def scrape(base_url: str, metric: str) -> float:
 
 @contextmanager
 def metering_proxy(
-    name: str, upstream_url: str, cpus: str, workers: int, work_dir: Path, ledger: Ledger
+    name: str,
+    upstream_url: str,
+    cpus: str,
+    workers: int,
+    work_dir: Path,
+    ledger: Ledger,
+    settings: str = "",
 ) -> Iterator[Target]:
-    """This proxy, migrated onto `ledger`'s database, serving until the block ends."""
+    """This proxy, migrated onto `ledger`'s database, serving until the block ends; `settings`
+    are top-level keys of its config."""
     port = free_port()
     journal = work_dir / f"journal-{port}"
     config = work_dir / f"proxy-{port}.toml"
-    config.write_text(_PROXY_CONFIG.format(journal=journal, upstream=upstream_url))
+    config.write_text(settings + _PROXY_CONFIG.format(journal=journal, upstream=upstream_url))
     environment = {
         "METERING_DATABASE_URL": ledger.url,
         "BENCH_UPSTREAM_KEY": UPSTREAM_KEY,

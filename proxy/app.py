@@ -14,6 +14,8 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute
 
 from proxy.access.declared import apply_declared
 from proxy.access.directory import AccessDirectory
@@ -21,6 +23,7 @@ from proxy.alerts.dispatcher import AlertDispatcher
 from proxy.alerts.evaluate import AlertEvaluator
 from proxy.alerts.store import AlertStore
 from proxy.api import admin, ops, usage
+from proxy.api.common import framework_refusal, unexpected_error
 from proxy.api.openai import OpenAIRoute
 from proxy.asgi import ASGIApp, Receive, Scope, Send
 from proxy.budgets.admission import Admission
@@ -60,9 +63,14 @@ _ACCESS_LOAD_WAIT_SECONDS = 5.0
 class ProxyApp:
     """Sends `/v1/*` straight to the forwarding route, without passing through a router."""
 
-    def __init__(self, openai_route: ASGIApp, rest: ASGIApp) -> None:
+    def __init__(self, openai_route: ASGIApp, rest: FastAPI) -> None:
         self._openai_route = openai_route
         self._rest = rest
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """Every route but `/v1/*`, as Starlette lists them: what checks of the whole app walk."""
+        return self._rest.routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -157,8 +165,8 @@ def create_app(
         count_costs=trace_limits.max_cost_usd is not None,
     )
     database_url = settings.environment.database_url
-    engine = create_ledger_engine(database_url)
     ledger_config = settings.proxy.ledger
+    engine = create_ledger_engine(database_url, ledger_config.statement_timeout_seconds)
     directory = AccessDirectory(engine, settings.proxy.access.poll_seconds)
     budget_config, alert_config = settings.proxy.budgets, settings.proxy.alerts
     lease_policy = LeasePolicy(
@@ -253,7 +261,11 @@ def create_app(
             await engine.dispose()
             metrics.forget_this_process()
 
-    rest = FastAPI(title="llm-metering-proxy", lifespan=lifespan)
+    rest = FastAPI(
+        title="llm-metering-proxy",
+        lifespan=lifespan,
+        exception_handlers={HTTPException: framework_refusal, Exception: unexpected_error},
+    )
     rest.state.metrics = metrics
     rest.state.ledger = ledger
     rest.state.ledger_engine = engine

@@ -71,6 +71,14 @@ def identify_caller(
                 "(`Authorization: Bearer sk-mp-...`)."
             )
         return Caller(team=DEFAULT_TEAM, passthrough_credential=credential)
+    key = usable_key(credential, access, now)
+    return Caller(team=key.team, passthrough_credential=None, key=key)
+
+
+def usable_key(credential: str, access: AccessSnapshot, now: datetime) -> Key:
+    """The key a proxy key (`sk-mp-...`) is; InvalidProxyKey if unknown, revoked or expired."""
+    # A dict lookup by the SHA-256, not a constant-time comparison: why that leaks nothing about
+    # any key is in proxy/access/secrets.py.
     key = access.keys_by_hash.get(hash_of(credential))
     if key is None:
         raise InvalidProxyKey("Incorrect proxy key provided.")
@@ -79,4 +87,4 @@ def identify_caller(
     usable_until = key.usable_until()
     if usable_until is not None and usable_until <= now:
         raise InvalidProxyKey(f"The proxy key {key.prefix}... has expired.")
-    return Caller(team=key.team, passthrough_credential=None, key=key)
+    return key

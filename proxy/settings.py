@@ -54,6 +54,9 @@ class UpstreamConfig(_Strict):
     # Azure OpenAI only: the `api-version` query parameter and model -> deployment names.
     api_version: str = "2024-10-21"
     deployments: dict[str, str] = Field(default_factory=dict)
+    # Another upstream's name: a call this one turns away before answering (no connection, a
+    # 429 or a 5xx) goes there instead.
+    fallback: str | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -95,6 +98,9 @@ class LedgerConfig(_Strict):
     # At shutdown: how long to keep copying the journal to the database before leaving the
     # rest in the journal for the next start.
     drain_seconds: float = Field(default=10.0, ge=0)
+    # Postgres: a statement unanswered for this long fails and is retried, so that a lock held
+    # for ever or a server gone silent cannot stall the writer and the background tasks unseen.
+    statement_timeout_seconds: float = Field(default=30.0, gt=0)
     # Raw rows older than this many days are deleted (the hourly rollup stays); None keeps all.
     retention_days: int | None = Field(default=None, gt=0)
 
@@ -217,10 +223,28 @@ class ProxyConfig(_Strict):
             raise ValueError("upstream names must be unique")
         if self.default_upstream is not None and self.default_upstream not in names:
             raise ValueError(f"default_upstream {self.default_upstream!r} is not an upstream")
+        _check_fallbacks(self.upstreams)
         teams = [team.name for team in self.teams]
         if len(teams) != len(set(teams)):
             raise ValueError("team names must be unique")
         return self
+
+
+def _check_fallbacks(upstreams: tuple[UpstreamConfig, ...]) -> None:
+    """Each fallback names an upstream, and no chain of fallbacks comes back on itself."""
+    fallbacks = {upstream.name: upstream.fallback for upstream in upstreams}
+    for start in fallbacks:
+        chain = [start]
+        while (fallback := fallbacks[chain[-1]]) is not None:
+            if fallback not in fallbacks:
+                raise ValueError(
+                    f"fallback {fallback!r} of upstream {chain[-1]!r} is not an upstream"
+                )
+            if fallback in chain:
+                raise ValueError(
+                    f"upstream fallbacks go in a circle: {' -> '.join([*chain, fallback])}"
+                )
+            chain.append(fallback)
 
 
 class EnvironmentSettings(_Strict):

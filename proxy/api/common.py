@@ -15,6 +15,7 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, SecretStr
+from starlette.exceptions import HTTPException
 
 from proxy.errors import InvalidJSON, InvalidRequest, ProxyError
 from proxy.ledger.database import DATABASE_ERRORS
@@ -88,6 +89,30 @@ def error_response(error: ProxyError) -> Response:
     return Response(error.body(), error.status, headers, media_type="application/json")
 
 
+class FrameworkRefusal(ProxyError):
+    """A refusal of Starlette's own: no such path, a method not allowed, an unreadable body."""
+
+    error_type = "invalid_request_error"
+
+    def __init__(self, refusal: HTTPException) -> None:
+        super().__init__(str(refusal.detail))
+        self.status = refusal.status_code
+        self._headers = dict(refusal.headers or {})
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(name.encode(), value.encode()) for name, value in self._headers.items()]
+
+
+async def framework_refusal(request: Request, refusal: HTTPException) -> Response:
+    """Starlette's refusals in OpenAI's shape, with their headers (a 405's `Allow`)."""
+    return error_response(FrameworkRefusal(refusal))
+
+
+async def unexpected_error(request: Request, error: Exception) -> Response:
+    """What no route foresaw: a 500 in OpenAI's shape (Starlette still logs the traceback)."""
+    return error_response(ProxyError("The proxy failed unexpectedly; its log says why."))
+
+
 def _invalid_parameter(error: RequestValidationError) -> InvalidRequest:
     first: dict[str, Any] = next(iter(error.errors()), {})
     if first.get("type") == "json_invalid":  # its location is a character offset, not a name
@@ -100,12 +125,19 @@ def _invalid_parameter(error: RequestValidationError) -> InvalidRequest:
     return InvalidParameter(f"Invalid {what}: {first.get('msg', 'invalid value')}.", param=param)
 
 
-def _presented_admin_key(request: Request, admin_key: SecretStr) -> bool:
+def bearer_token(request: Request) -> str | None:
+    """The token of the request's `Authorization: Bearer TOKEN`, if it has one."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def presents_admin_key(request: Request, admin_key: SecretStr) -> bool:
+    token = bearer_token(request)
+    if token is None:
+        return False
     # Starlette decodes headers as latin-1: encoding back gives the bytes the client sent.
-    given = token.strip().encode("latin-1")
-    expected = admin_key.get_secret_value().encode("utf-8")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given, expected)
+    return hmac.compare_digest(token.encode("latin-1"), admin_key.get_secret_value().encode())
 
 
 async def require_admin_key(request: Request) -> None:
@@ -117,12 +149,5 @@ async def require_admin_key(request: Request) -> None:
             "The admin API is disabled: set METERING_ADMIN_KEY to use it (or use the "
             "`metering-proxy teams|keys|budgets` commands)."
         )
-    if not _presented_admin_key(request, admin_key):
+    if not presents_admin_key(request, admin_key):
         raise Unauthorized("This needs `Authorization: Bearer` with the admin key.")
-
-
-async def require_usage_reader(request: Request) -> None:
-    """`/usage/*`: with METERING_ADMIN_KEY set, only `Authorization: Bearer <that key>`."""
-    admin_key: SecretStr | None = request.app.state.admin_key
-    if admin_key is not None and not _presented_admin_key(request, admin_key):
-        raise Unauthorized("Reading usage needs `Authorization: Bearer` with the admin key.")

@@ -36,8 +36,8 @@ from proxy.metering.settle import Settler
 from proxy.metering.tap import ResponseTap
 from proxy.metering.traces import TraceTracker
 from proxy.request_fields import RequestFields, read_request_fields
-from proxy.upstream.client import StreamedBody, UpstreamClient, UpstreamRequest
-from proxy.upstream.forward import relay
+from proxy.upstream.client import StreamedBody, UpstreamClient
+from proxy.upstream.forward import Attempt, relay
 from proxy.upstream.models_list import list_models_of_all_upstreams
 from proxy.upstream.routing import Router, Upstream
 
@@ -84,9 +84,9 @@ class OpenAIRoute:
             if self._lists_all_models(scope):
                 await self._send_model_list(scope, exchange, send, id_header)
                 return
-            upstream_request = await self._upstream_request(scope, exchange, channel, access)
+            attempts = await self._attempts(scope, exchange, channel, access)
             exchange.forwarded_at = time.perf_counter()
-            await self._relay_until_disconnect(upstream_request, exchange, channel, send)
+            await self._relay_until_disconnect(attempts, exchange, channel, send)
         except ProxyError as error:
             exchange.status = str(error.status)
             await send_error(send, error, [*id_header, *error.headers()])
@@ -120,9 +120,10 @@ class OpenAIRoute:
         )
         await send({"type": "http.response.body", "body": answer.body, "more_body": False})
 
-    async def _upstream_request(
+    async def _attempts(
         self, scope: Scope, exchange: Exchange, channel: ClientChannel, access: AccessSnapshot
-    ) -> UpstreamRequest:
+    ) -> list[Attempt]:
+        """The call addressed to its upstream and, for a model-routed call, to its fallbacks."""
         method: str = scope["method"]
         headers: RawHeaders = scope["headers"]
         # The raw path keeps the client's percent-encoding, which the upstream must see unchanged.
@@ -153,16 +154,25 @@ class OpenAIRoute:
             if exchange.tap is not None:
                 headers = readable_accept_encoding(headers, identity_only=False)
         await self._admission.admit(exchange, access)
-        return upstream.request(
-            method=method,
-            path=path,
-            query=scope["query_string"].decode("latin-1"),
-            endpoint=endpoint,
-            model=model,
-            client_headers=headers,
-            client_credential=exchange.caller.passthrough_credential,
-            body=body,
-        )
+        # Only a model-routed call can go elsewhere: its body is in hand, and it leaves nothing
+        # (a file, a batch) behind at the upstream that the client's next call would look for.
+        candidates = self._router.attempts(upstream) if endpoint is not None else (upstream,)
+        return [
+            Attempt(
+                candidate,
+                candidate.request(
+                    method=method,
+                    path=path,
+                    query=scope["query_string"].decode("latin-1"),
+                    endpoint=endpoint,
+                    model=model,
+                    client_headers=headers,
+                    client_credential=exchange.caller.passthrough_credential,
+                    body=body,
+                ),
+            )
+            for candidate in candidates
+        ]
 
     def _metered(
         self, exchange: Exchange, fields: RequestFields, body: bytes, headers: RawHeaders
@@ -192,7 +202,7 @@ class OpenAIRoute:
         return upstream
 
     async def _relay_until_disconnect(
-        self, request: UpstreamRequest, exchange: Exchange, channel: ClientChannel, send: Send
+        self, attempts: list[Attempt], exchange: Exchange, channel: ClientChannel, send: Send
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -205,9 +215,12 @@ class OpenAIRoute:
         watcher = asyncio.create_task(channel.wait_for_disconnect())
         watcher.add_done_callback(cancel_on_hang_up)
         try:
-            await relay(self._client, request, send, exchange)
+            await relay(self._client, attempts, send, exchange)
         except asyncio.CancelledError:
             if not channel.disconnected:
+                # The server cancels the calls still running when its shutdown grace period
+                # ends: the client's answer stops short, and the record must not say otherwise.
+                exchange.interrupted()
                 raise
             task.uncancel()
             exchange.client_closed()

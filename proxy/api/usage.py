@@ -9,7 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from proxy.api.common import OpenAIErrorRoute, error_responses, require_usage_reader
+from proxy.api.common import OpenAIErrorRoute, error_responses
+from proxy.api.usage_readers import UsageReader, usage_reader
 from proxy.errors import ProxyError
 from proxy.ledger.reports.documents import RequestPage, Summary, TopTraces, TraceTree
 from proxy.ledger.reports.filters import (
@@ -37,10 +38,12 @@ router = APIRouter(
     prefix="/usage",
     tags=["usage"],
     route_class=OpenAIErrorRoute,
-    dependencies=[Depends(require_usage_reader)],
+    # Checked before any parameter, so that a caller without a key learns nothing else.
+    dependencies=[Depends(usage_reader)],
     responses=error_responses(
         _400="A parameter is invalid.",
-        _401="The admin key is missing or wrong.",
+        _401="Neither the admin key nor a usable proxy key.",
+        _403="A team's proxy key asked for another team's usage.",
         _503="The ledger database is unavailable.",
     ),
 )
@@ -60,7 +63,11 @@ def _ledger(request: Request) -> AsyncEngine:
     return engine
 
 
+Reader = Annotated[UsageReader, Depends(usage_reader)]
+
+
 async def _usage_filter(
+    reader: Reader,
     since: Since = None,
     until: Until = None,
     team: Annotated[str | None, Query(description="Only this team's calls.")] = None,
@@ -75,10 +82,10 @@ async def _usage_filter(
         Query(description="Only calls with this tag, as KEY:VALUE; repeat to require several."),
     ] = None,
 ) -> UsageFilter:
-    """The window and filters of the query parameters."""
+    """The window and filters of the query parameters, within the teams the reader may read."""
     return usage_filter(
         window(since, until, datetime.now(UTC)),
-        team=team,
+        team=reader.team_filter(text_value(team, "team")),
         model=model,
         upstream=upstream,
         endpoint=endpoint,
@@ -129,12 +136,13 @@ async def requests(
 )
 async def trace(
     ledger: Ledger,
+    reader: Reader,
     trace_id: Annotated[
         str, Path(pattern=TRACE_ID_PATTERN, max_length=128, description="The trace's id.")
     ],
 ) -> TraceTree:
-    """A trace's calls as a tree, with per-call and total cost."""
-    tree = await trace_tree(ledger, trace_id)
+    """A trace's calls as a tree, with per-call and total cost (a team's key: its team's calls)."""
+    tree = await trace_tree(ledger, trace_id, reader.team)
     if tree is None:
         raise TraceNotFound(f"No trace `{trace_id}` in the ledger.", param="trace_id")
     return tree
@@ -143,6 +151,7 @@ async def trace(
 @router.get("/top-traces", response_model=TopTraces)
 async def top(
     ledger: Ledger,
+    reader: Reader,
     since: Since = None,
     until: Until = None,
     team: Annotated[str | None, Query(description="Only this team's traces.")] = None,
@@ -150,7 +159,7 @@ async def top(
 ) -> TopTraces:
     """The most expensive traces with a call in the window."""
     span = window(since, until, datetime.now(UTC))
-    return await top_traces(ledger, span, text_value(team, "team"), limit)
+    return await top_traces(ledger, span, reader.team_filter(text_value(team, "team")), limit)
 
 
 @router.get("/what-if", response_model=WhatIfDocument)

@@ -15,6 +15,8 @@ from proxy.metering.tap import Tap
 from proxy.upstream.routing import Upstream
 
 CLIENT_CLOSED = "client_closed"
+# A call the proxy itself cut short: still running when the shutdown grace period ended.
+INTERRUPTED = "interrupted"
 
 
 @dataclass(slots=True)
@@ -33,8 +35,8 @@ class Exchange:
     upstream: Upstream | None = None
     forwarded_at: float | None = None
     tap: Tap | None = None
-    # The upstream's status, the proxy's own error status, or `client_closed`; a call that
-    # failed in a way nothing above foresaw stays the 500 its client gets.
+    # The upstream's status, the proxy's own error status, `client_closed` or `interrupted`; a
+    # call that failed in a way nothing above foresaw stays the 500 its client gets.
     status: str = "500"
     # What admission took, given back when the call settles.
     reservation: Reservation = NO_RESERVATION
@@ -42,6 +44,9 @@ class Exchange:
 
     def client_closed(self) -> None:
         self.status = CLIENT_CLOSED
+
+    def interrupted(self) -> None:
+        self.status = INTERRUPTED
 
     @property
     def succeeded(self) -> bool:

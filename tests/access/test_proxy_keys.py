@@ -45,6 +45,21 @@ def test_an_unknown_proxy_key_gets_401_before_the_upstream_sees_the_call(
     assert fake_upstream[0].requests == []
 
 
+def test_a_key_differing_from_a_valid_one_only_in_its_last_character_is_refused(
+    admin_proxy: str,
+) -> None:
+    admin = Admin(admin_proxy)
+    admin.team("search")
+    key = admin.key("search")["key"]
+    almost = key[:-1] + ("B" if key.endswith("A") else "A")
+
+    with pytest.raises(openai.AuthenticationError) as refused:
+        chat(admin_proxy, almost)
+
+    assert refused.value.code == "invalid_api_key"
+    chat(admin_proxy, key)
+
+
 def test_a_revoked_key_is_refused(admin_proxy: str) -> None:
     admin = Admin(admin_proxy)
     admin.team("search")

@@ -3,7 +3,6 @@ every refusal in OpenAI's error shape."""
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,12 +11,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from fastapi.routing import APIRoute
 
 from proxy.access.store import DEFAULT_GRACE_SECONDS
-from proxy.api import admin as admin_api
 from tests.conftest import ProxyFactory
-from tests.support.admin import ADMIN_KEY, Admin
+from tests.support.admin import Admin
 from tests.support.clock import START
 from tests.support.records import RecordCollector
 
@@ -29,16 +26,6 @@ ERROR_FIELDS = {"message", "type", "param", "code"}
 @pytest.fixture
 def admin(admin_proxy: str) -> Admin:
     return Admin(admin_proxy)
-
-
-def admin_routes() -> list[tuple[str, str]]:
-    """Every method and path the admin router serves, path parameters filled with dummies."""
-    return sorted(
-        (method, re.sub(r"\{[^}]+\}", "nobody", route.path))
-        for route in admin_api.router.routes
-        if isinstance(route, APIRoute)
-        for method in route.methods or ()
-    )
 
 
 def error_of(answer: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -58,29 +45,7 @@ def when(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-# The admin key
-
-
-def test_every_admin_route_refuses_a_call_without_the_right_admin_key(admin_proxy: str) -> None:
-    routes = admin_routes()
-    assert ("POST", "/admin/teams") in routes and ("GET", "/admin/alerts") in routes
-    wrong_credentials: list[dict[str, str]] = [
-        {},
-        {"Authorization": "Bearer not-the-admin-key"},
-        {"Authorization": f"Bearer {ADMIN_KEY}x"},
-        {"Authorization": f"Basic {ADMIN_KEY}"},
-    ]
-    unguarded = []
-    with httpx.Client(base_url=admin_proxy.removesuffix("/v1")) as client:
-        for method, path in routes:
-            for headers in wrong_credentials:
-                answer = client.request(method, path, headers=headers, json={})
-                error = error_of(answer, 401, "invalid_api_key")
-                if answer.headers.get("www-authenticate") != "Bearer":
-                    unguarded.append((method, path, headers, answer.headers))
-                assert error["type"] == "invalid_request_error"
-                assert error["param"] is None
-    assert unguarded == []
+# The admin key (that every route refuses a call without it: tests/api/test_route_guards.py)
 
 
 def test_without_an_admin_key_configured_the_admin_api_is_closed_and_says_how_to_open_it(

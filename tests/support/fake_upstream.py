@@ -6,8 +6,13 @@ Behaviour is chosen by the request's `model`, so a test needs no extra wiring:
 - `held-stream`: streams one chunk, then holds the rest until `release()` (and notices a hang-up);
 - `slow-headers`: waits `slow_seconds` before answering at all;
 - `broken-stream`: streams one chunk, then drops the connection mid-answer;
+- `truncated-body`: a chat answer whose `content-length` promises more than the half it sends
+  before dropping the connection;
 - `server-error`: 500;
+- `unauthorized`: 401, as for a wrong API key (whose message does not echo the key);
 - header `x-fake-no-usage`: never reports usage, even when asked (as some self-hosted servers).
+A fake made with `failing_status` answers every POST with that status and OpenAI's error body,
+whatever the model (an upstream that is down while another one is not).
 A request with an `x-fake-replay: NAME` header is answered with the recorded answer
 `tests/fixtures/replays/NAME.json` or `.sse`, byte for byte.
 Every request is recorded, with its path, query, headers and body.
@@ -61,6 +66,7 @@ class RecordedRequest:
 class FakeUpstream:
     models: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "dall-e-3")
     slow_seconds: float = 2.0
+    failing_status: int | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
     first_chunk_sent: threading.Event = field(default_factory=threading.Event)
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -103,6 +109,10 @@ class FakeUpstream:
             return await _json(send, 404, _error("No such route.", "invalid_request_error"))
         if "x-fake-replay" in request.headers:
             return await _replay(send, request.headers["x-fake-replay"])
+        if self.failing_status is not None:
+            return await _json(
+                send, self.failing_status, _error("The fake upstream is failing.", "server_error")
+            )
         model = _model_of(request)
         if model == "rate-limited":
             return await _json(
@@ -113,6 +123,12 @@ class FakeUpstream:
             )
         if model == "server-error":
             return await _json(send, 500, _error("The server had an error.", "server_error"))
+        if model == "unauthorized":
+            return await _json(
+                send,
+                401,
+                _error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+            )
         if model == "bad-request":
             return await _json(
                 send, 400, _error("Invalid value for 'temperature'.", "invalid_request_error")
@@ -135,6 +151,8 @@ class FakeUpstream:
                 del completion["usage"]
             if request.headers.get("x-fake-gzip"):
                 return await _gzipped_json(send, completion)
+            if model == "truncated-body":
+                return await _truncated_json(send, completion)
             return await _json(send, 200, completion)
         await _start(send, 200, b"text/event-stream; charset=utf-8")
         asked = (body.get("stream_options") or {}).get("include_usage", False)
@@ -436,6 +454,13 @@ async def _json(
         [(b"content-length", str(len(body)).encode()), *(extra or [])],
     )
     await _raw(send, body, more=False)
+
+
+async def _truncated_json(send: Send, payload: dict[str, Any]) -> None:
+    body = orjson.dumps(payload)
+    await _start(send, 200, b"application/json", [(b"content-length", str(len(body)).encode())])
+    await _raw(send, body[: len(body) // 2], more=True)
+    raise ConnectionAbortedError("the fake upstream drops the connection mid-body")
 
 
 async def _gzipped_json(send: Send, payload: dict[str, Any]) -> None:

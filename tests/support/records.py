@@ -28,8 +28,13 @@ class RecordCollector:
 
     def only(self) -> UsageRecord:
         """The one record of a test that made one call; fails if a second one appears."""
-        (record,) = self.wait_for(1)
-        with self._changed:
-            self._changed.wait_for(lambda: len(self.records) > 1, timeout=0.2)
-        assert len(self.records) == 1, f"expected one record, got {len(self.records)}"
+        (record,) = self.exactly(1)
         return record
+
+    def exactly(self, count: int) -> list[UsageRecord]:
+        """The records of a test that made `count` calls; fails if one more appears."""
+        records = self.wait_for(count)
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.records) > count, timeout=0.2)
+        assert len(self.records) == count, f"expected {count} records, got {len(self.records)}"
+        return records

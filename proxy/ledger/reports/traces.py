@@ -16,13 +16,19 @@ from proxy.ledger.reports.sql import utc
 MAX_TOP_TRACES = 100
 
 
-async def trace_tree(engine: AsyncEngine, trace_id: str) -> TraceTree | None:
-    """The trace's calls, each under the call that caused it; `None` for an unknown trace."""
+async def trace_tree(
+    engine: AsyncEngine, trace_id: str, team: str | None = None
+) -> TraceTree | None:
+    """The trace's calls (only `team`'s, if given), each under the call that caused it; `None`
+    for a trace without such calls."""
     statement = (
         select(UsageRow)
         .where(UsageRow.trace_id == trace_id)
         .order_by(UsageRow.created_at, UsageRow.request_id)
     )
+    if team is not None:
+        # Clients choose trace ids: two teams' calls can share one.
+        statement = statement.where(UsageRow.team == team)
     async with AsyncSession(engine) as session:
         rows = (await session.scalars(statement)).all()
     if not rows:
