@@ -18,6 +18,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -173,31 +174,47 @@ async def closed_loop(target: Target, concurrency: int, seconds: float, calls: i
     return tally
 
 
+async def run_on_schedule(
+    rate: float,
+    seconds: float,
+    max_open: int,
+    call: Callable[[int, float], Coroutine[Any, Any, None]],
+) -> int:
+    """Start `call(index, due)` `rate` times a second for `seconds`, on schedule whatever the
+    answers do, and wait for all; return how many were not started because `max_open` ran."""
+    running: set[asyncio.Task[None]] = set()
+    overloaded = 0
+    start = time.perf_counter()
+    for index in range(int(rate * seconds)):
+        due = start + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if len(running) >= max_open:
+            overloaded += 1
+            continue
+        task = asyncio.create_task(call(index, due))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    await asyncio.gather(*running)
+    return overloaded
+
+
 async def open_loop(target: Target, rate: float, seconds: float) -> Tally:
     """Calls started `rate` times a second, on schedule, each on an idle connection."""
     tally = Tally()
     idle: list[_Connection] = []
-    running: set[asyncio.Task[None]] = set()
 
     async def scheduled(started_at: float) -> None:
         connection = idle.pop() if idle else await target.connect()
         if await _call(target, connection, started_at, tally):
             idle.append(connection)
 
-    start = time.perf_counter()
-    count = int(rate * seconds)
-    for index in range(count):
-        due = start + index / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if len(running) >= MAX_OPEN_LOOP_CONNECTIONS:
-            tally.errors["overloaded"] += 1
-            continue
-        task = asyncio.create_task(scheduled(due))
-        running.add(task)
-        task.add_done_callback(running.discard)
-    await asyncio.gather(*running)
+    overloaded = await run_on_schedule(
+        rate, seconds, MAX_OPEN_LOOP_CONNECTIONS, lambda index, due: scheduled(due)
+    )
+    if overloaded:
+        tally.errors["overloaded"] += overloaded
     for connection in idle:
         connection.close()
     return tally

@@ -37,6 +37,7 @@ import httpx
 import orjson
 import uvloop
 
+from benchmarks.loadgen import run_on_schedule
 from benchmarks.processes import Server
 from benchmarks.run import _machine
 from benchmarks.scenarios import CHAT, STREAM, STREAM_WITH_USAGE
@@ -123,25 +124,19 @@ async def one_call(client: httpx.AsyncClient, kind: str, due: float, tally: Tall
 async def open_loop(target: Target, rate: float, seconds: float, abandon_every: int) -> Tally:
     """Calls started `rate` times a second, on schedule, whatever the answers do."""
     tally = Tally()
-    running: set[asyncio.Task[None]] = set()
     limits = httpx.Limits(max_connections=_MAX_OPEN_CALLS, max_keepalive_connections=64)
     headers = {**target.headers, "Content-Type": "application/json"}
     async with httpx.AsyncClient(
         base_url=target.base_url, headers=headers, limits=limits, timeout=30
     ) as client:
-        start = time.perf_counter()
-        for index in range(int(rate * seconds)):
-            due = start + index / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if len(running) >= _MAX_OPEN_CALLS:
-                tally.errors["overloaded: call not started"] += 1
-                continue
-            task = asyncio.create_task(one_call(client, kind_of(index, abandon_every), due, tally))
-            running.add(task)
-            task.add_done_callback(running.discard)
-        await asyncio.gather(*running)
+        overloaded = await run_on_schedule(
+            rate,
+            seconds,
+            _MAX_OPEN_CALLS,
+            lambda index, due: one_call(client, kind_of(index, abandon_every), due, tally),
+        )
+    if overloaded:
+        tally.errors["overloaded: call not started"] += overloaded
     return tally
 
 
