@@ -8,7 +8,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -89,7 +89,7 @@ async def _finish_idle_traces(traces: TraceTracker, idle_seconds: float) -> None
 
 
 def _ledger_jobs(
-    settings: Settings, engine: AsyncEngine, metrics: Metrics
+    settings: Settings, engine: AsyncEngine, metrics: Metrics, clock: Clock
 ) -> list[Coroutine[Any, Any, None]]:
     """Retention, when configured, and the GPU-hour split, when an upstream is priced so."""
     jobs = []
@@ -97,7 +97,7 @@ def _ledger_jobs(
     if retention_days is not None:
 
         async def delete_expired() -> None:
-            await delete_old_rows(engine, retention_days, datetime.now(UTC))
+            await delete_old_rows(engine, retention_days, clock())
 
         jobs.append(run_every(_RETENTION_SECONDS, delete_expired, "retention"))
     hourly_costs = {
@@ -108,7 +108,7 @@ def _ledger_jobs(
     if hourly_costs:
 
         async def split_gpu_hours() -> None:
-            changes = await price_gpu_hours(engine, hourly_costs, datetime.now(UTC))
+            changes = await price_gpu_hours(engine, hourly_costs, clock())
             metrics.add_gpu_hour_costs(changes)
 
         jobs.append(run_every(_GPU_HOURS_SECONDS, split_gpu_hours, "gpu-hours"))
@@ -207,7 +207,7 @@ def create_app(
     )
     sinks: list[Sink] = [MetricsSink(metrics), traces, ledger, *extra_sinks]
     catalog = PriceCatalog(settings.proxy.prices)
-    settler = Settler(catalog, Publisher(sinks, metrics.sink_errors))
+    settler = Settler(catalog, Publisher(sinks, metrics.sink_errors), clock)
     admission = Admission(
         guard,
         catalog,
@@ -234,7 +234,7 @@ def create_app(
         background = [
             loading,
             asyncio.create_task(_finish_idle_traces(traces, settings.proxy.trace_idle_seconds)),
-            *(asyncio.create_task(job) for job in _ledger_jobs(settings, engine, metrics)),
+            *(asyncio.create_task(job) for job in _ledger_jobs(settings, engine, metrics, clock)),
             asyncio.create_task(directory.poll()),
             asyncio.create_task(
                 run_every(lease_policy.renew_seconds, renew_leases, "budget-leases")

@@ -11,10 +11,11 @@ import csv
 import io
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 from proxy.cli_support import command_settings, database_failure
+from proxy.clock import utc_now
 from proxy.ledger.database import DATABASE_ERRORS, create_ledger_engine
 from proxy.ledger.reports.documents import Summary, UsageTotals
 from proxy.ledger.reports.filters import (
@@ -87,7 +88,7 @@ def _report(arguments: argparse.Namespace) -> int:
         return 2
     database_url = settings.environment.database_url
     try:
-        usage, dimensions = _request(arguments, datetime.now(UTC))
+        usage, dimensions = _request(arguments, utc_now())
         if arguments.to_model or arguments.batch or arguments.cache_prompt:
             scenario = Scenario(arguments.to_model, arguments.batch, arguments.cache_prompt)
             document = asyncio.run(_reprice(settings, scenario, usage, dimensions))

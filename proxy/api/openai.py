@@ -73,7 +73,7 @@ class OpenAIRoute:
         self._clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        exchange = Exchange()
+        exchange = Exchange(created_at=self._clock())
         id_header = [(b"x-metering-request-id", exchange.request_id.encode())]
         channel = ClientChannel(receive)
         access = self._access.snapshot

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.api.common import OpenAIErrorRoute, error_responses
 from proxy.api.usage_readers import UsageReader, usage_reader
+from proxy.clock import Clock
 from proxy.errors import ProxyError
 from proxy.ledger.reports.documents import RequestPage, Summary, TopTraces, TraceTree
 from proxy.ledger.reports.filters import (
@@ -63,11 +64,19 @@ def _ledger(request: Request) -> AsyncEngine:
     return engine
 
 
+def _now(request: Request) -> datetime:
+    """The app's clock: a window's default end."""
+    clock: Clock = request.app.state.clock
+    return clock()
+
+
 Reader = Annotated[UsageReader, Depends(usage_reader)]
+Now = Annotated[datetime, Depends(_now)]
 
 
 async def _usage_filter(
     reader: Reader,
+    now: Now,
     since: Since = None,
     until: Until = None,
     team: Annotated[str | None, Query(description="Only this team's calls.")] = None,
@@ -84,7 +93,7 @@ async def _usage_filter(
 ) -> UsageFilter:
     """The window and filters of the query parameters, within the teams the reader may read."""
     return usage_filter(
-        window(since, until, datetime.now(UTC)),
+        window(since, until, now),
         team=reader.team_filter(text_value(team, "team")),
         model=model,
         upstream=upstream,
@@ -152,13 +161,14 @@ async def trace(
 async def top(
     ledger: Ledger,
     reader: Reader,
+    now: Now,
     since: Since = None,
     until: Until = None,
     team: Annotated[str | None, Query(description="Only this team's traces.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_TOP_TRACES, description="How many.")] = 10,
 ) -> TopTraces:
     """The most expensive traces with a call in the window."""
-    span = window(since, until, datetime.now(UTC))
+    span = window(since, until, now)
     return await top_traces(ledger, span, reader.team_filter(text_value(team, "team")), limit)
 
 

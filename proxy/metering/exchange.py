@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from proxy.budgets.guard import NO_RESERVATION, Reservation
@@ -21,10 +21,10 @@ INTERRUPTED = "interrupted"
 
 @dataclass(slots=True)
 class Exchange:
+    created_at: datetime  # from the injected clock, as every time the proxy records
     caller: Caller = ANONYMOUS
     request_id: str = field(default_factory=new_request_id)
     started_at: float = field(default_factory=time.perf_counter)
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     path: str = ""  # relative to /v1/
     family: str = "other"
     model: str = ""

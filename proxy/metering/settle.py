@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from proxy.clock import Clock
 from proxy.metering import prompt_tokens
 from proxy.metering.batches import TrackedBatch
 from proxy.metering.exchange import CLIENT_CLOSED, Exchange
@@ -26,9 +26,10 @@ _EMPTY = Usage()
 
 
 class Settler:
-    def __init__(self, catalog: PriceCatalog, publisher: Publisher) -> None:
+    def __init__(self, catalog: PriceCatalog, publisher: Publisher, clock: Clock) -> None:
         self._catalog = catalog
         self._publisher = publisher
+        self._clock = clock
         self._unpriced_models: set[str] = set()
 
     def settle(self, exchange: Exchange) -> UsageRecord:
@@ -87,7 +88,7 @@ class Settler:
         if extractor is not None and isinstance(model, str):
             call = MeteredCall(batch.path, model, {})
             usage = extractor.reported(call, ResponseTap.answered_with(body)) or _EMPTY
-        now = datetime.now(UTC)
+        now = self._clock()
         price = (
             NOTHING_BILLABLE
             if usage == _EMPTY

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from proxy.metering import prompt_tokens, tokens
 from tests.conftest import ProxyFactory, single_upstream_config
+from tests.support.clock import FakeClock
 from tests.support.fake_upstream import STREAM_CHUNKS, FakeUpstream
 from tests.support.records import RecordCollector
 
@@ -381,3 +383,16 @@ def test_a_gpu_hour_upstream_leaves_the_cost_to_the_hour_split(
     record = records.only()
     assert record.gpu_hours_pending and record.price is None
     assert record.usage.input_tokens == 12
+
+
+def test_a_record_is_dated_by_the_proxys_clock_not_the_real_date(
+    fake_upstream: tuple[FakeUpstream, str], start_proxy: ProxyFactory, records: RecordCollector
+) -> None:
+    # Far from today in either direction, so the real date can never pass for it.
+    clock = FakeClock(datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC))
+    _, upstream_url = fake_upstream
+    proxy_url = start_proxy(single_upstream_config(upstream_url), clock=clock)
+
+    sdk(proxy_url).chat.completions.create(model="gpt-4o", messages=HI)
+
+    assert records.only().created_at == datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC)
