@@ -23,8 +23,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed-runtime
 run: $(VENV)/.installed-runtime
 	$(BIN)/metering-proxy serve $(ARGS)
 
-## Run the whole test suite.
+## Run the whole test suite; first makes ready what it needs beyond the venv (the local Postgres,
+## promtool, amtool, wrk): see scripts/test-prerequisites.
 test: $(VENV)/.installed-dev
+	bash scripts/test-prerequisites
 	$(BIN)/python -m pytest $(ARGS)
 
 ## Benchmark: direct vs through the proxy (needs wrk and the local Postgres), written to

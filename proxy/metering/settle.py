@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from decimal import Decimal
 from typing import Any
@@ -14,12 +13,11 @@ from proxy.metering.exchange import CLIENT_CLOSED, Exchange
 from proxy.metering.extractors import EXTRACTORS, MeteredCall
 from proxy.metering.extractors.base import reported_usage_object
 from proxy.metering.tap import ResponseTap
+from proxy.metering.unpriced import UnpricedModelWarnings
 from proxy.metering.usage import Price, PromptSplit, Usage, UsageRecord
 from proxy.pricing.catalog import PriceCatalog
 from proxy.sinks import Publisher
 from proxy.upstream.routing import Upstream
-
-logger = logging.getLogger(__name__)
 
 NOTHING_BILLABLE = Price(cost_usd=Decimal(0), entry="none:nothing-billable")
 _EMPTY = Usage()
@@ -30,7 +28,7 @@ class Settler:
         self._catalog = catalog
         self._publisher = publisher
         self._clock = clock
-        self._unpriced_models: set[str] = set()
+        self._unpriced = UnpricedModelWarnings()
 
     def settle(self, exchange: Exchange) -> UsageRecord:
         """Build the exchange's record and publish it; called exactly once per call."""
@@ -120,9 +118,8 @@ class Settler:
         return record
 
     def _warn_once_if_unpriced(self, model: str, price: Price | None) -> None:
-        if price is None and model not in self._unpriced_models:
-            self._unpriced_models.add(model)
-            logger.warning("no known price for model %r: its calls are recorded unpriced", model)
+        if price is None:
+            self._unpriced.note(model)
 
     def _usage(self, exchange: Exchange) -> Usage:
         extractor = EXTRACTORS.get(exchange.family)
