@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -25,6 +25,7 @@ from proxy.upstream.routing import Upstream
 
 _BATCH_PATH = re.compile(r"batches(?:/[A-Za-z0-9_\-]+)?")
 _FILE_CONTENT_PATH = re.compile(r"files/([A-Za-z0-9_\-]+)/content")
+_Entry = TypeVar("_Entry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,15 +36,24 @@ class TrackedBatch:
     family: str
 
 
+# OpenAI's Batch API takes at most 50,000 requests a batch: past twice that, a file's line ids
+# are no longer remembered (the ledger still stores each line once, by its id).
+MAX_LINES_REMEMBERED_PER_FILE = 100_000
+
+
 class BatchRegistry:
-    """The batches created through this process, and the output files that belong to them."""
+    """The batches created through this process, and the output files that belong to them.
+
+    Every id here comes from an upstream's answers, so each collection is bounded: the oldest
+    entries are forgotten first.
+    """
 
     def __init__(self, max_batches: int = 100_000) -> None:
         self._max_batches = max_batches
         self._batches: OrderedDict[str, TrackedBatch] = OrderedDict()
-        self._by_output_file: dict[str, TrackedBatch] = {}
-        self._metered_files: set[str] = set()
-        self._lines_seen: dict[str, set[str]] = {}
+        self._by_output_file: OrderedDict[str, TrackedBatch] = OrderedDict()
+        self._metered_files: OrderedDict[str, None] = OrderedDict()
+        self._lines_seen: OrderedDict[str, set[str]] = OrderedDict()
 
     @staticmethod
     def answers_about_batches(method: str, path: str) -> bool:
@@ -62,12 +72,10 @@ class BatchRegistry:
             path = endpoint.removeprefix("/v1/").lstrip("/")
             routed = MODEL_ROUTED_ENDPOINTS.get(path)
             batch = TrackedBatch(batch_id, team, path, routed.family if routed else "other")
-            self._batches[batch_id] = batch
-            if len(self._batches) > self._max_batches:
-                self._batches.popitem(last=False)
+            self._remember(self._batches, batch_id, batch)
         output_file = document.get("output_file_id")
         if batch is not None and isinstance(output_file, str):
-            self._by_output_file[output_file] = batch
+            self._remember(self._by_output_file, output_file, batch)
 
     def output_file_to_meter(self, method: str, path: str) -> tuple[str, TrackedBatch] | None:
         """(file id, batch) when this call reads a tracked batch's output file not yet metered."""
@@ -82,16 +90,25 @@ class BatchRegistry:
 
     def first_time(self, file_id: str, line_id: str) -> bool:
         """Whether this line of the file is met for the first time (a cut read may be retried)."""
-        seen = self._lines_seen.setdefault(file_id, set())
+        seen = self._lines_seen.get(file_id)
+        if seen is None:
+            seen = set()
+            self._remember(self._lines_seen, file_id, seen)
         if line_id in seen:
             return False
-        seen.add(line_id)
+        if len(seen) < MAX_LINES_REMEMBERED_PER_FILE:
+            seen.add(line_id)
         return True
 
     def file_metered(self, file_id: str) -> None:
         """The whole file was read: it will not be metered again."""
-        self._metered_files.add(file_id)
+        self._remember(self._metered_files, file_id, None)
         self._lines_seen.pop(file_id, None)
+
+    def _remember(self, entries: OrderedDict[str, _Entry], key: str, value: _Entry) -> None:
+        entries[key] = value
+        if len(entries) > self._max_batches:
+            entries.popitem(last=False)
 
 
 class BatchOutputTap:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import openai
 
-from proxy.metering.batches import BatchRegistry
+from proxy.metering.batches import MAX_LINES_REMEMBERED_PER_FILE, BatchRegistry
 from tests.support.fake_upstream import BATCH_LINES, FakeUpstream
 from tests.support.records import RecordCollector
 
@@ -100,3 +100,30 @@ def test_batches_seen_only_when_polled_are_not_tracked() -> None:
         "team", False, {"object": "batch", "id": "b2", "endpoint": "/v1/x", "output_file_id": "f2"}
     )
     assert registry.output_file_to_meter("GET", "files/f2/content") is None
+
+
+def test_output_files_an_upstream_names_without_end_are_bounded() -> None:
+    registry = BatchRegistry(max_batches=3)
+    registry.observe("team", True, {"object": "batch", "id": "b1", "endpoint": "/v1/embeddings"})
+    # A hostile upstream answers every poll of the same batch with another output file.
+    for number in range(10):
+        registry.observe(
+            "team",
+            False,
+            {"object": "batch", "id": "b1", "endpoint": "/v1/x", "output_file_id": f"f{number}"},
+        )
+
+    files = [f"f{number}" for number in range(10)]
+    tracked = [f for f in files if registry.output_file_to_meter("GET", f"files/{f}/content")]
+    assert tracked == ["f7", "f8", "f9"]  # the newest ones, as many as the bound
+
+
+def test_a_files_line_ids_are_remembered_up_to_a_bound() -> None:
+    registry = BatchRegistry()
+    for number in range(MAX_LINES_REMEMBERED_PER_FILE):
+        registry.first_time("f1", f"line-{number}")
+
+    assert not registry.first_time("f1", "line-0")
+    # Past the bound a line is metered without being remembered (the ledger stores it once).
+    assert registry.first_time("f1", "one-too-many")
+    assert registry.first_time("f1", "one-too-many")
