@@ -17,18 +17,16 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Ready to forward calls and keep their records: started, and the journal is writable.
+    """Ready to forward calls and keep their records: started, and records reach the journal.
 
     A database that is down does not make the proxy unready: records wait in the journal.
     """
     state = request.app.state
     if not getattr(state, "ready", False):
         return JSONResponse({"status": "starting"}, status_code=503)
-    if not state.ledger.journal_writable:
-        return JSONResponse(
-            {"status": "journal_unwritable", "detail": "records are held in memory"},
-            status_code=503,
-        )
+    trouble = state.ledger.journal_trouble
+    if trouble is not None:
+        return JSONResponse({"status": "journal_unwritable", "detail": trouble}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 

@@ -5,7 +5,8 @@ being killed; `fsync` runs every `fsync_seconds`, so it also survives the machin
 after that. The writer copies records from the journal to the database and, once everything in
 the file is in the database, truncates it. Each process owns one journal file, held by an
 exclusive `flock`; the files of a process that died are unlocked, and the next process to start
-replays them.
+replays them. A journal whose file is deleted or replaced (its directory removed, say) still
+reads through its open descriptor, so what it held can be rewritten to a new file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ _PREFIX = "journal-"
 _SUFFIX = ".jsonl"
 # Records the database refused, kept for an operator to look at (not a journal: never replayed).
 REJECTED_FILE = "rejected.jsonl"
+# How much of a journal is read at once when it is copied to a new file: a journal left to grow
+# through a long database outage must not be read into memory whole.
+_COPY_CHUNK_BYTES = 1 << 20
 
 
 class JournalFile:
@@ -32,10 +36,22 @@ class JournalFile:
 
     @classmethod
     def create(cls, directory: Path) -> JournalFile:
+        """A new, locked journal file in `directory` (made if missing); `OSError` if it cannot."""
+        made = not directory.is_dir()
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{_PREFIX}{uuid.uuid4().hex}{_SUFFIX}"
         descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The file's name must outlive a machine crash as its fsynced lines do, and so must
+            # the directory's name if it was made just now (after being deleted, say).
+            _sync_directory(directory)
+            if made:
+                _sync_directory(directory.parent)
+        except OSError:
+            os.close(descriptor)
+            path.unlink(missing_ok=True)
+            raise
         return cls(path, descriptor)
 
     @classmethod
@@ -71,9 +87,30 @@ class JournalFile:
             return []
         return data[: end + 1].splitlines(keepends=True)[:max_lines]
 
-    def read_tail(self, offset: int) -> bytes:
-        """Everything from `offset` to the end."""
-        return os.pread(self._descriptor, self.size() - offset, offset)
+    def successor(self, offset: int) -> JournalFile:
+        """A new journal in this one's directory (made again if it is gone) holding this one's
+        bytes from `offset`, fsynced; `OSError` if it cannot be made."""
+        successor = JournalFile.create(self.path.parent)
+        try:
+            while chunk := os.pread(self._descriptor, _COPY_CHUNK_BYTES, offset):
+                successor.append(chunk)
+                offset += len(chunk)
+            successor.sync()
+        except OSError:
+            successor.close(delete=True)
+            raise
+        return successor
+
+    def in_place(self) -> bool:
+        """Whether `path` still names this file: False once it, or its directory, was deleted,
+        moved or replaced (what is appended then is lost with the process)."""
+        try:
+            named = os.stat(self.path)
+        except OSError:  # gone, or a directory on the way is gone or no longer a directory
+            return False
+        held = os.fstat(self._descriptor)
+        # While the descriptor is open its inode cannot be reused, so equal numbers are this file.
+        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
     def truncate(self) -> None:
         os.ftruncate(self._descriptor, 0)
@@ -82,13 +119,16 @@ class JournalFile:
         os.fsync(self._descriptor)
 
     def close(self, delete: bool) -> None:
-        if delete:
+        """Close (releasing the lock), deleting the file if asked and `path` still names it: a
+        file put in its place is someone else's."""
+        if delete and self.in_place():
             self.path.unlink(missing_ok=True)
-        os.close(self._descriptor)  # closing releases the lock
+        os.close(self._descriptor)
 
 
 def set_aside(directory: Path, line: bytes) -> Path:
     """Append a refused record's line to the directory's rejected file, durably; its path."""
+    directory.mkdir(parents=True, exist_ok=True)  # it may have been deleted while running
     path = directory / REJECTED_FILE
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
@@ -97,6 +137,14 @@ def set_aside(directory: Path, line: bytes) -> Path:
     finally:
         os.close(descriptor)
     return path
+
+
+def _sync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def orphaned_journals(directory: Path, own: Path) -> Iterator[Path]:

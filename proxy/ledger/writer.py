@@ -5,7 +5,8 @@ ready). A background task copies whole lines from the journal to the database, a
 transaction, and truncates the journal once the database has everything. When the database
 fails, the task backs off and retries the same lines, in order; nothing waits on it and nothing is
 dropped. If the journal itself cannot be written (a full disk), records are kept in memory until
-it can, and readiness says so.
+it can, and readiness says so. Another task fsyncs the journal every `fsync_seconds`, whatever
+the database is doing, and puts the journal back if its file was deleted or replaced.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +38,8 @@ _ROTATE_JOURNAL_BYTES = 64 << 20
 @dataclass(frozen=True, slots=True)
 class LedgerMetrics:
     queue: Gauge  # records settled and not yet in the database
-    spooled: Gauge  # of those, the ones waiting on a failed database or left by a dead process
+    # Of those, the ones on disk waiting on a failed database, or left by a dead process.
+    spooled: Gauge
     write_errors: Counter
 
 
@@ -68,20 +69,26 @@ class LedgerWriter:
         self._in_memory: deque[bytes] = deque()  # records the journal could not take
         self._orphaned = 0
         self._unsynced = False
-        self._last_sync = time.monotonic()
+        # The journal's file was deleted or replaced and no new one could be made: what it
+        # takes is still read back for the database, but is on no disk a restart would see.
+        self._journal_lost = False
         self._backoff = 0.0  # seconds to wait after the last failed write; 0 while healthy
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
-    def journal_writable(self) -> bool:
-        """False while records wait in memory because the journal could not be written."""
-        return not self._in_memory
+    def journal_trouble(self) -> str | None:
+        """Why settled records are not safe in the journal right now; None while they are."""
+        if self._journal_lost:
+            return "the journal file was deleted or replaced and cannot be made again"
+        if self._in_memory:
+            return "records are held in memory"
+        return None
 
     def start(self) -> None:
         """Open this process's journal and start copying to the database."""
         self._journal = JournalFile.create(self._directory)
-        self._task = asyncio.create_task(self._run())
+        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._keep_on_disk())]
 
     def publish(self, record: UsageRecord) -> None:
         line = encode(row_of(record))
@@ -129,7 +136,6 @@ class LedgerWriter:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._flush_seconds)
             self._wake.clear()
             await self._copy_journal()
-            await self._sync_if_due()
 
     async def _replay_orphans(self) -> None:
         """Copy what processes that died left in their journals, then delete them."""
@@ -164,9 +170,13 @@ class LedgerWriter:
                 break
             if not await self._write(lines):
                 return
+            # Still right if the journal moved to a new file meanwhile: the new file starts
+            # where `_written_offset` stood, with these lines.
             self._written_offset += sum(len(line) for line in lines)
             self._pending -= len(lines)
             self._update_gauges()
+            if self._journal is not journal:
+                return  # the next round goes on from the new file
         # No await from here on, so no record is appended while the journal is cut down.
         if self._written_offset == journal.size() and self._written_offset > 0:
             journal.truncate()  # everything is in the database: start afresh
@@ -194,20 +204,58 @@ class LedgerWriter:
         """Under steady load the journal is never all written at once; move its unwritten tail
         to a new file so that it does not grow without end. Until the old file is gone, a crash
         leaves the tail in both, which the replay stores once."""
-        successor = None
         try:
-            tail = journal.read_tail(self._written_offset)
-            successor = JournalFile.create(self._directory)
-            successor.append(tail)
-            successor.sync()
+            self._move_to_new_file(journal)
         except OSError as error:
-            if successor is not None:
-                successor.close(delete=True)
             logger.warning("cannot rotate the ledger journal, it keeps growing: %s", error)
-            return
+
+    def _move_to_new_file(self, journal: JournalFile) -> JournalFile:
+        """Go on in a new file holding what `journal` has that is not yet in the database."""
+        successor = journal.successor(self._written_offset)
         journal.close(delete=True)
         self._journal = successor
         self._written_offset = 0
+        self._journal_lost = False
+        self._update_gauges()
+        return successor
+
+    async def _keep_on_disk(self) -> None:
+        """Every `fsync_seconds`, even while a database write hangs or backs off: put the journal
+        back if its file is gone, then fsync it."""
+        while True:
+            await asyncio.sleep(self._fsync_seconds)
+            self._restore_journal()
+            await self._sync()
+
+    def _restore_journal(self) -> None:
+        """If the journal's file was deleted or replaced, rewrite what it holds that is not yet
+        in the database (its descriptor still reads it) to a new file: records only in a file
+        without a name are lost with the process. Two stats, no more, while it is in place."""
+        journal = self._journal
+        if journal is None or journal.in_place():
+            return
+        try:
+            successor = self._move_to_new_file(journal)
+        except OSError as error:
+            if not self._journal_lost:
+                logger.error(
+                    "the ledger journal %s was deleted or replaced and cannot be made again (%s):"
+                    " records reach the database but no disk (a crash loses them), /readyz"
+                    " answers 503; retrying every %g s",
+                    journal.path,
+                    error,
+                    self._fsync_seconds,
+                )
+                self._journal_lost = True
+                self._update_gauges()
+            return
+        logger.warning(
+            "the ledger journal %s was deleted or replaced: its %d records not yet in the"
+            " database are rewritten to %s",
+            journal.path,
+            self._pending,
+            successor.path,
+        )
 
     async def _write_until_stored(self, lines: list[bytes]) -> None:
         while not await self._write(lines):
@@ -259,35 +307,36 @@ class LedgerWriter:
         self._on_stored([request_id_of(lines[0])])
         return True
 
-    async def _sync_if_due(self) -> None:
+    async def _sync(self) -> None:
         journal = self._journal
         if journal is None or not self._unsynced:
             return
-        if time.monotonic() - self._last_sync >= self._fsync_seconds:
-            self._unsynced = False
-            self._last_sync = time.monotonic()
-            try:
-                await asyncio.to_thread(journal.sync)
-            except OSError as error:
-                self._unsynced = True
-                self._metrics.write_errors.inc()
-                logger.error("cannot fsync the ledger journal, retrying: %s", error)
+        self._unsynced = False
+        try:
+            await asyncio.to_thread(journal.sync)
+        except OSError as error:
+            if journal is not self._journal:
+                return  # rotated meanwhile: its new file was fsynced whole
+            self._unsynced = True
+            self._metrics.write_errors.inc()
+            logger.error("cannot fsync the ledger journal, retrying: %s", error)
 
     def _update_gauges(self) -> None:
-        waiting = self._pending + len(self._in_memory)
-        self._metrics.queue.set(waiting + self._orphaned)
-        self._metrics.spooled.set((waiting if self._backoff else 0) + self._orphaned)
+        self._metrics.queue.set(self._pending + len(self._in_memory) + self._orphaned)
+        # Spooled are records a restart would find on disk: not those held in memory, nor
+        # those in a journal file that no longer has a name.
+        on_disk = 0 if self._journal_lost else self._pending
+        self._metrics.spooled.set((on_disk if self._backoff else 0) + self._orphaned)
 
     async def stop(self, drain_seconds: float) -> None:
         """Copy what is left to the database (for up to `drain_seconds`), close the journal.
 
         What the database did not take stays in the journal file, replayed at the next start.
         """
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        journal = self._journal
-        if journal is None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._journal is None:
             return
         try:
             await asyncio.wait_for(self._drain(), drain_seconds)
@@ -295,14 +344,16 @@ class LedgerWriter:
             logger.warning(
                 "ledger: %d records left in the journal for the next start", self._pending
             )
+        self._restore_journal()  # what is left must be in a file the next start finds
+        journal = self._journal
+        assert journal is not None
         try:
             journal.sync()
         except OSError as error:
             logger.error("cannot fsync the ledger journal at shutdown: %s", error)
-        if self._in_memory:
-            logger.error(
-                "ledger: %d records lost, neither journaled nor stored", len(self._in_memory)
-            )
+        lost = len(self._in_memory) + (self._pending if self._journal_lost else 0)
+        if lost:
+            logger.error("ledger: %d records lost, neither journaled nor stored", lost)
         journal.close(delete=self._pending == 0 and not self._in_memory)
         self._journal = None
 

@@ -62,7 +62,7 @@ async def count_rows(engine: AsyncEngine) -> int:
 
 @asynccontextmanager
 async def running_writer(
-    database_url: str, journal_dir: Path, metrics: Metrics | None = None
+    database_url: str, journal_dir: Path, metrics: Metrics | None = None, drain_seconds: float = 2
 ) -> AsyncIterator[tuple[LedgerWriter, Metrics]]:
     metrics = metrics or Metrics(CollectorRegistry())
     engine = create_ledger_engine(database_url)
@@ -71,7 +71,7 @@ async def running_writer(
     try:
         yield writer, metrics
     finally:
-        await writer.stop(drain_seconds=2)
+        await writer.stop(drain_seconds)
         await engine.dispose()
 
 
@@ -370,9 +370,9 @@ async def test_with_the_disk_full_records_go_from_memory_to_the_database(
     async with running_writer(database_url, tmp_path / "journal") as (writer, metrics):
         for number in range(5):
             writer.publish(record(number))
-        assert not writer.journal_writable
+        assert writer.journal_trouble == "records are held in memory"
         await eventually(lambda: rows_are(engine, 5))
-        assert writer.journal_writable  # nothing left waiting for the disk
+        assert writer.journal_trouble is None  # nothing left waiting for the disk
         assert gauge(metrics, "llm_proxy_ledger_queue_records") == 0
         writer.publish(record(5))  # a failing fsync did not stop the writer
         await eventually(lambda: rows_are(engine, 6))
