@@ -184,13 +184,15 @@ async def test_serve_refuses_to_start_on_an_unmigrated_postgres(
 def traces_before_0004() -> list[dict[str, Any]]:
     """Rows as revision 0003 kept them: one per trace id, named for its first call's team."""
     return [
+        trace_row("gone", "alpha", (8, 0), (8, 30), 2, (200, 20), "2", 1),
         trace_row("pruned", "alpha", (9, 0), (11, 0), 5, (500, 50), "5", 0),
         trace_row("shared", "alpha", (10, 0), (10, 5), 3, (300, 30), "3", 1),
         trace_row("solo", "beta", (10, 0), (10, 0), 1, (100, 10), "1", 0),
     ]  # fmt: skip
 
 
-# The calls still in `usage_records`: retention deleted the first three of `pruned`.
+# The calls still in `usage_records`: retention deleted those of `gone` and the first three of
+# `pruned`.
 CALLS_BEFORE_0004 = [
     call("a1", datetime(2026, 11, 2, 10, 0, tzinfo=UTC), "alpha", "gpt-4o", tokens=(100, 0, 10, 0),
          cost="1", trace_id="shared"),
@@ -268,6 +270,7 @@ async def test_upgrade_to_0004_gives_each_team_its_own_trace_of_a_shared_trace_i
 
     assert await stored_traces(database_url) == [
         # What retention deleted stays with the team of the trace's first call.
+        trace_row("gone", "alpha", (8, 0), (8, 30), 2, (200, 20), "2", 1),
         trace_row("pruned", "alpha", (9, 0), (10, 30), 4, (400, 40), "4", 0),
         trace_row("shared", "alpha", (10, 0), (10, 5), 2, (200, 20), "1", 1),
         trace_row("pruned", "beta", (11, 0), (11, 0), 1, (100, 10), "1", 0),
