@@ -144,7 +144,7 @@ class OpenAIRoute:
         exchange.request = fields.document
         exchange.attribution = attribute(headers, fields.document)
         exchange.trace_id, exchange.parent_id = self._traces.resolve(
-            exchange.request_id, exchange.attribution
+            exchange.caller.team, exchange.request_id, exchange.attribution
         )
         upstream = self._upstream_for(model)
         exchange.upstream = upstream

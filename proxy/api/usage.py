@@ -149,9 +149,17 @@ async def trace(
     trace_id: Annotated[
         str, Path(pattern=TRACE_ID_PATTERN, max_length=128, description="The trace's id.")
     ],
+    team: Annotated[
+        str | None,
+        Query(
+            description="The team whose trace it is; needed with the admin key when several "
+            "teams sent this trace id (a 400 `trace_team_required` names them)."
+        ),
+    ] = None,
 ) -> TraceTree:
-    """A trace's calls as a tree, with per-call and total cost (a team's key: its team's calls)."""
-    tree = await trace_tree(ledger, trace_id, reader.team)
+    """A team's trace: its calls as a tree, with per-call and total cost (a team's key: its
+    team's trace)."""
+    tree = await trace_tree(ledger, trace_id, reader.team_filter(text_value(team, "team")))
     if tree is None:
         raise TraceNotFound(f"No trace `{trace_id}` in the ledger.", param="trace_id")
     return tree

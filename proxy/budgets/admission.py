@@ -45,7 +45,7 @@ class Admission:
         if exchange.model:
             caller.check_model(exchange.model)
         if self._trace_limiter is not None and exchange.trace_id is not None:
-            self._trace_limiter.admit(exchange.trace_id)
+            self._trace_limiter.admit(caller.team, exchange.trace_id)
             exchange.trace_admitted = True
         budgets = [
             budget
@@ -66,6 +66,6 @@ class Admission:
     def settle(self, exchange: Exchange, record: UsageRecord) -> None:
         if exchange.trace_admitted and self._trace_limiter is not None:
             assert exchange.trace_id is not None
-            self._trace_limiter.release(exchange.trace_id)
+            self._trace_limiter.release(exchange.caller.team, exchange.trace_id)
         if exchange.reservation is not NO_RESERVATION:
             self._guard.settle(exchange.reservation, record.request_id, record.cost_usd)

@@ -134,7 +134,7 @@ async def _split_hour(
     calls = [GpuCall(row[0], row[1], row[2], int(row[4])) for row in rows]
     shares = allocate(hourly_cost, calls)
     rollup: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [Decimal(0), 0])
-    traces: dict[str, list[Any]] = defaultdict(lambda: [Decimal(0), 0])
+    traces: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [Decimal(0), 0])
     spend: dict[SpendKey, list[Any]] = defaultdict(lambda: [Decimal(0), 0])
     updates = []
     for row, share in zip(rows, shares, strict=True):
@@ -147,8 +147,8 @@ async def _split_hour(
         spend_change[0] += delta
         spend_change[1] += int(was_pending)
         if row[3] is not None:
-            traces[row[3]][0] += delta
-            traces[row[3]][1] += int(was_pending)
+            traces[row[1], row[3]][0] += delta
+            traces[row[1], row[3]][1] += int(was_pending)
     if updates:
         await connection.execute(
             update(UsageRow)
@@ -196,11 +196,13 @@ async def _adjust_rollup(
         )
 
 
-async def _adjust_traces(connection: AsyncConnection, changes: Mapping[str, Sequence[Any]]) -> None:
-    for trace_id, (delta, priced) in changes.items():
+async def _adjust_traces(
+    connection: AsyncConnection, changes: Mapping[tuple[str, str], Sequence[Any]]
+) -> None:
+    for (team, trace_id), (delta, priced) in changes.items():
         await connection.execute(
             update(TraceRow)
-            .where(TraceRow.trace_id == trace_id)
+            .where(TraceRow.team == team, TraceRow.trace_id == trace_id)
             .values(
                 cost_usd=TraceRow.cost_usd + delta,
                 unpriced_calls=TraceRow.unpriced_calls - priced,

@@ -105,9 +105,14 @@ async def upgrade_to_head(database_url: str) -> Upgrade:
 
 async def downgrade_to_base(database_url: str) -> None:
     """Undo every migration: the ledger's tables are dropped with their data."""
+    await downgrade_to(database_url, "base")
+
+
+async def downgrade_to(database_url: str, revision: str) -> None:
+    """Undo the migrations after `revision` (what an older metering-proxy needs)."""
 
     def downgrade(connection: Connection) -> None:
-        command.downgrade(_alembic_config(connection), "base")
+        command.downgrade(_alembic_config(connection), revision)
 
     await in_migration_transaction(database_url, downgrade)
 

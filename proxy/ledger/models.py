@@ -159,12 +159,13 @@ class HourlyUsageRow(Base):
 
 
 class TraceRow(Base):
-    """One row per agent trace: its calls, tokens and cost so far."""
+    """One row per agent trace: its calls, tokens and cost so far. Clients choose trace ids, so
+    a trace is a team's: two teams sending the same id have a trace each."""
 
     __tablename__ = "traces"
 
+    team: Mapped[str] = mapped_column(String(128), primary_key=True)
     trace_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    team: Mapped[str] = mapped_column(String(128))
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_call_at: Mapped[datetime] = mapped_column(UtcDateTime)
     calls: Mapped[int] = mapped_column(BigInteger, default=0)

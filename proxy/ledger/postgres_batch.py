@@ -73,11 +73,10 @@ spend AS (
     ON CONFLICT (team, key_id, bucket_start) DO UPDATE SET {_added("budget_spend", counted)}
 ),
 trace_totals AS (
-    INSERT INTO traces (trace_id, team, started_at, last_call_at, {", ".join(trace_added)})
-    SELECT trace_id, (array_agg(team ORDER BY created_at))[1], min(created_at), max(created_at),
-        {_COUNTS}, {_sums(trace_sums)}
-    FROM added WHERE trace_id IS NOT NULL GROUP BY trace_id
-    ON CONFLICT (trace_id) DO UPDATE SET {_added("traces", trace_added)},
+    INSERT INTO traces (team, trace_id, started_at, last_call_at, {", ".join(trace_added)})
+    SELECT team, trace_id, min(created_at), max(created_at), {_COUNTS}, {_sums(trace_sums)}
+    FROM added WHERE trace_id IS NOT NULL GROUP BY team, trace_id
+    ON CONFLICT (team, trace_id) DO UPDATE SET {_added("traces", trace_added)},
         started_at = least(traces.started_at, excluded.started_at),
         last_call_at = greatest(traces.last_call_at, excluded.last_call_at)
 )

@@ -204,19 +204,17 @@ class LedgerStore:
         )
 
     async def _add_to_traces(self, connection: AsyncConnection, rows: Sequence[Row]) -> None:
-        totals: dict[str, _Totals] = {}
-        teams: dict[str, str] = {}
+        totals: dict[tuple[str, str], _Totals] = {}
         for row in rows:
             if row["trace_id"] is not None:
-                teams.setdefault(row["trace_id"], row["team"])
-                total = totals.setdefault(row["trace_id"], _Totals())
+                total = totals.setdefault((row["team"], row["trace_id"]), _Totals())
                 total.add(row, _TRACE_SUMS)
         if not totals:
             return
         values = [
             {
+                "team": team,
                 "trace_id": trace_id,
-                "team": teams[trace_id],
                 "started_at": total.first_at,
                 "last_call_at": total.last_at,
                 "calls": total.calls,
@@ -225,7 +223,7 @@ class LedgerStore:
                 "input_tokens": total.sums["input_tokens"],
                 "output_tokens": total.sums["output_tokens"],
             }
-            for trace_id, total in totals.items()
+            for (team, trace_id), total in totals.items()
         ]
         await connection.execute(self._traces_upsert, values)
 
@@ -245,4 +243,4 @@ class LedgerStore:
             (excluded.last_call_at > table.c.last_call_at, excluded.last_call_at),
             else_=table.c.last_call_at,
         )
-        return statement.on_conflict_do_update(index_elements=["trace_id"], set_=set_)
+        return statement.on_conflict_do_update(index_elements=["team", "trace_id"], set_=set_)

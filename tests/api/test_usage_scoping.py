@@ -106,17 +106,68 @@ async def test_the_admin_key_reads_every_teams_usage(usage_url: str) -> None:
     assert [group["group"]["team"] for group in body["groups"]] == ["ads", "agents", "search"]
 
 
+async def share_trace_1(ledger_url: str) -> None:
+    """Clients choose trace ids: a call of `search` carries `agents`'s `trace-1` too."""
+    await add_calls(ledger_url, call("s2", at(DAY2, 12, 5), "search", "gpt-4o", trace_id="trace-1"))
+
+
 async def test_a_teams_key_sees_only_its_teams_calls_of_a_trace(
     ledger_url: str, usage_url: str
 ) -> None:
-    # Clients choose trace ids: another team's call can carry the same one.
-    await add_calls(ledger_url, call("s2", at(DAY2, 12, 5), "search", "gpt-4o", trace_id="trace-1"))
+    await share_trace_1(ledger_url)
     url = f"{usage_url}/usage/traces/trace-1"
 
     search_calls = (await answer(url, None, as_team(usage_url, "search")))["calls"]
     agents_calls = (await answer(url, None, as_team(usage_url, "agents")))["calls"]
 
-    assert (search_calls, agents_calls, (await answer(url, None, AS_ADMIN))["calls"]) == (1, 3, 4)
+    assert (search_calls, agents_calls) == (1, 3)
+
+
+async def test_the_admin_key_reads_each_teams_trace_of_a_shared_trace_id_by_its_team(
+    ledger_url: str, usage_url: str
+) -> None:
+    await share_trace_1(ledger_url)
+    url = f"{usage_url}/usage/traces/trace-1"
+
+    trees = [await answer(url, {"team": team}, AS_ADMIN) for team in ("search", "agents")]
+
+    assert [(tree["team"], tree["calls"]) for tree in trees] == [("search", 1), ("agents", 3)]
+
+
+async def test_the_admin_key_asking_for_a_shared_trace_id_without_a_team_gets_a_400_naming_them(
+    ledger_url: str, usage_url: str
+) -> None:
+    await share_trace_1(ledger_url)
+
+    response = await get(f"{usage_url}/usage/traces/trace-1", None, AS_ADMIN)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": "Teams `agents`, `search` each have a trace `trace-1`: pass `team` to read one.",
+        "type": "invalid_request_error",
+        "param": "team",
+        "code": "trace_team_required",
+    }
+
+
+async def test_a_teams_key_naming_another_team_for_a_trace_gets_a_403(usage_url: str) -> None:
+    response = await get(
+        f"{usage_url}/usage/traces/trace-1", {"team": "agents"}, as_team(usage_url, "search")
+    )
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "team_not_allowed"
+
+
+async def test_the_admin_keys_top_traces_list_a_shared_trace_id_once_per_team(
+    ledger_url: str, usage_url: str
+) -> None:
+    await share_trace_1(ledger_url)
+
+    top = await answer(f"{usage_url}/usage/top-traces", WINDOW, AS_ADMIN)
+
+    shared = [(t["team"], t["calls"]) for t in top["data"] if t["trace_id"] == "trace-1"]
+    assert sorted(shared) == [("agents", 3), ("search", 1)]
 
 
 async def test_a_trace_without_a_call_of_the_keys_team_is_a_404(usage_url: str) -> None:

@@ -70,6 +70,20 @@ async def test_an_ended_hour_is_split_by_tokens(engine: AsyncEngine) -> None:
     assert (hour.calls, hour.tokens, hour.idle_cost_usd) == (2, 400, 0)
 
 
+async def test_each_teams_trace_of_a_shared_trace_id_gets_its_own_calls_share(
+    engine: AsyncEngine,
+) -> None:
+    other_team = replace(gpu_call(3, 400, 40), team="ads")  # same trace id, another team
+    await LedgerStore(engine).write([row_of(other_team)])
+
+    await price_gpu_hours(engine, COSTS, now=HOUR + timedelta(minutes=70))
+
+    async with AsyncSession(engine) as session:
+        traces = (await session.execute(select(TraceRow).order_by(TraceRow.team))).scalars()
+        shares = [(row.team, row.cost_usd, row.unpriced_calls) for row in traces]
+    assert shares == [("ads", Decimal("1.8"), 0), ("search", Decimal("1.8"), 0)]
+
+
 async def test_an_hour_without_calls_is_reported_idle(engine: AsyncEngine) -> None:
     await price_gpu_hours(engine, COSTS, now=HOUR + timedelta(hours=2, minutes=10))
     async with AsyncSession(engine) as session:

@@ -5,28 +5,34 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, insert, select, text
 
 from proxy.ledger.migrations import (
     DatabaseNotMigrated,
     UnknownSchemaRevision,
     describe_database,
+    downgrade_to,
     downgrade_to_base,
     is_at_head,
     prepare_database,
     upgrade_to_head,
 )
-from proxy.ledger.models import Base
+from proxy.ledger.models import Base, TraceRow, UsageRow
+from proxy.ledger.rows import row_of
+from tests.ledger.test_reports import call
 from tests.support.databases import model_differences, on_connection, sqlite_url, table_names
 
 CLI = str(Path(sys.executable).with_name("metering-proxy"))
 LEDGER_TABLES = set(Base.metadata.tables)
 
 # The newest revision in proxy/migrations/versions.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 async def run_cli(*arguments: str, database_url: str, cwd: Path) -> tuple[int, str, str]:
@@ -173,3 +179,112 @@ async def test_serve_refuses_to_start_on_an_unmigrated_postgres(
 
     assert status == 2
     assert "metering-proxy migrate" in stderr
+
+
+def traces_before_0004() -> list[dict[str, Any]]:
+    """Rows as revision 0003 kept them: one per trace id, named for its first call's team."""
+    return [
+        trace_row("gone", "alpha", (8, 0), (8, 30), 2, (200, 20), "2", 1),
+        trace_row("pruned", "alpha", (9, 0), (11, 0), 5, (500, 50), "5", 0),
+        trace_row("shared", "alpha", (10, 0), (10, 5), 3, (300, 30), "3", 1),
+        trace_row("solo", "beta", (10, 0), (10, 0), 1, (100, 10), "1", 0),
+    ]  # fmt: skip
+
+
+# The calls still in `usage_records`: retention deleted those of `gone` and the first three of
+# `pruned`.
+CALLS_BEFORE_0004 = [
+    call("a1", datetime(2026, 11, 2, 10, 0, tzinfo=UTC), "alpha", "gpt-4o", tokens=(100, 0, 10, 0),
+         cost="1", trace_id="shared"),
+    call("b1", datetime(2026, 11, 2, 10, 2, tzinfo=UTC), "beta", "gpt-4o", tokens=(100, 0, 10, 0),
+         cost="2", trace_id="shared"),
+    call("a2", datetime(2026, 11, 2, 10, 5, tzinfo=UTC), "alpha", "gpt-4o", tokens=(100, 0, 10, 0),
+         trace_id="shared", parent_id="a1"),
+    call("c1", datetime(2026, 11, 2, 10, 0, tzinfo=UTC), "beta", "gpt-4o", tokens=(100, 0, 10, 0),
+         cost="1", trace_id="solo"),
+    call("p4", datetime(2026, 11, 2, 10, 30, tzinfo=UTC), "alpha", "gpt-4o",
+         tokens=(100, 0, 10, 0), cost="1", trace_id="pruned"),
+    call("p5", datetime(2026, 11, 2, 11, 0, tzinfo=UTC), "beta", "gpt-4o", tokens=(100, 0, 10, 0),
+         cost="1", trace_id="pruned"),
+]  # fmt: skip
+
+
+def trace_row(
+    trace_id: str,
+    team: str,
+    started: tuple[int, int],
+    last: tuple[int, int],
+    calls: int,
+    tokens: tuple[int, int],
+    cost: str,
+    unpriced: int,
+) -> dict[str, Any]:
+    """A `traces` row on 2 November: first and last call (hour, minute), calls, (input,
+    output) tokens, cost, unpriced calls."""
+    return {
+        "team": team,
+        "trace_id": trace_id,
+        "started_at": datetime(2026, 11, 2, *started, tzinfo=UTC),
+        "last_call_at": datetime(2026, 11, 2, *last, tzinfo=UTC),
+        "calls": calls,
+        "input_tokens": tokens[0],
+        "output_tokens": tokens[1],
+        "cost_usd": Decimal(cost),
+        "unpriced_calls": unpriced,
+    }
+
+
+async def ledger_at_0003(database_url: str) -> None:
+    """A database at revision 0003 holding `CALLS_BEFORE_0004` and their traces as 0003 had."""
+    await upgrade_to_head(database_url)
+    await downgrade_to(database_url, "0003")
+
+    def fill(connection: Connection) -> None:
+        connection.execute(insert(UsageRow), [row_of(record) for record in CALLS_BEFORE_0004])
+        connection.execute(insert(TraceRow), traces_before_0004())
+
+    await on_connection(database_url, fill)
+
+
+async def stored_traces(database_url: str) -> list[dict[str, Any]]:
+    def read(connection: Connection) -> list[dict[str, Any]]:
+        table = TraceRow.__table__
+        rows = connection.execute(select(table).order_by(table.c.team, table.c.trace_id))
+        return [
+            {
+                name: value.replace(tzinfo=UTC) if isinstance(value, datetime) else value
+                for name, value in row._asdict().items()
+            }
+            for row in rows
+        ]
+
+    return await on_connection(database_url, read)
+
+
+async def test_upgrade_to_0004_gives_each_team_its_own_trace_of_a_shared_trace_id(
+    database_url: str,
+) -> None:
+    await ledger_at_0003(database_url)
+
+    await upgrade_to_head(database_url)
+
+    assert await stored_traces(database_url) == [
+        # What retention deleted stays with the team of the trace's first call.
+        trace_row("gone", "alpha", (8, 0), (8, 30), 2, (200, 20), "2", 1),
+        trace_row("pruned", "alpha", (9, 0), (10, 30), 4, (400, 40), "4", 0),
+        trace_row("shared", "alpha", (10, 0), (10, 5), 2, (200, 20), "1", 1),
+        trace_row("pruned", "beta", (11, 0), (11, 0), 1, (100, 10), "1", 0),
+        trace_row("shared", "beta", (10, 2), (10, 2), 1, (100, 10), "2", 0),
+        trace_row("solo", "beta", (10, 0), (10, 0), 1, (100, 10), "1", 0),
+    ]  # fmt: skip
+
+
+async def test_downgrade_from_0004_sums_a_trace_ids_teams_back_into_one_row(
+    database_url: str,
+) -> None:
+    await ledger_at_0003(database_url)
+    await upgrade_to_head(database_url)
+
+    await downgrade_to(database_url, "0003")
+
+    assert await stored_traces(database_url) == traces_before_0004()

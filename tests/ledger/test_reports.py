@@ -26,7 +26,7 @@ from proxy.ledger.reports.filters import (
 )
 from proxy.ledger.reports.records import decode_cursor, encode_cursor, list_records
 from proxy.ledger.reports.summary import summarize
-from proxy.ledger.reports.traces import top_traces, trace_tree
+from proxy.ledger.reports.traces import TraceOfSeveralTeams, top_traces, trace_tree
 from proxy.ledger.rows import row_of
 from proxy.ledger.store import LedgerStore
 from proxy.metering.usage import Price, PromptSplit, Usage, UsageRecord
@@ -711,6 +711,48 @@ async def test_calls_whose_parent_is_not_in_the_trace_or_which_form_a_loop_are_r
 
 async def test_an_unknown_trace_has_no_tree(ledger: AsyncEngine) -> None:
     assert await trace_tree(ledger, "no-such-trace") is None
+
+
+# Clients choose trace ids: a call of `search` carries `agents`'s `trace-1` too.
+SEARCH_IN_TRACE_1 = call(
+    "s1", at(DAY2, 12, 5), "search", "gpt-4o", cost="0.5", trace_id="trace-1", parent_id="t1"
+)
+
+
+async def test_a_trace_tree_is_one_teams_calls_of_the_trace_id(ledger: AsyncEngine) -> None:
+    await write(ledger, [SEARCH_IN_TRACE_1])
+
+    tree = await trace_tree(ledger, "trace-1", "search")
+
+    assert tree is not None
+    assert (tree.team, tree.calls, tree.cost_usd) == ("search", 1, Decimal("0.5"))
+    # Its parent is another team's call: not in this trace, so it is a root.
+    assert [root.request_id for root in tree.roots] == ["s1"]
+
+
+async def test_a_trace_id_of_several_teams_needs_a_team_for_its_tree(ledger: AsyncEngine) -> None:
+    await write(ledger, [SEARCH_IN_TRACE_1])
+
+    with pytest.raises(TraceOfSeveralTeams) as refused:
+        await trace_tree(ledger, "trace-1")
+
+    assert refused.value.param == "team"
+
+
+async def test_a_trace_id_of_two_teams_is_two_top_traces_each_of_its_teams_calls(
+    ledger: AsyncEngine,
+) -> None:
+    await write(ledger, [SEARCH_IN_TRACE_1])
+
+    top = await top_traces(ledger, window(SINCE, UNTIL, NOW), None, 10)
+    top_search = await top_traces(ledger, window(SINCE, UNTIL, NOW), "search", 10)
+
+    assert [(t.trace_id, t.team, t.calls, t.cost_usd) for t in top.data] == [
+        ("trace-1", "search", 1, Decimal("0.5")),
+        ("trace-1", "agents", 3, Decimal("0.003")),
+        ("trace-2", "agents", 1, Decimal("0.0001")),
+    ]
+    assert [(t.trace_id, t.calls) for t in top_search.data] == [("trace-1", 1)]
 
 
 async def test_top_traces_are_the_most_expensive_with_a_call_in_the_window(

@@ -1,4 +1,8 @@
-"""Agent traces: one trace's calls as a tree, and the most expensive traces of a window."""
+"""Agent traces: one trace's calls as a tree, and the most expensive traces of a window.
+
+Clients choose trace ids, so a trace is a team's: an id two teams sent is two traces, each
+listed with its team, and a tree is one team's calls.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +14,40 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from proxy.ledger.models import TraceRow, UsageRow
 from proxy.ledger.reports.documents import TopTraces, TraceCall, TraceTotals, TraceTree
-from proxy.ledger.reports.filters import Window
+from proxy.ledger.reports.filters import ReportError, Window
 from proxy.ledger.reports.sql import utc
 
 MAX_TOP_TRACES = 100
 
 
+class TraceOfSeveralTeams(ReportError):
+    code = "trace_team_required"
+
+
 async def trace_tree(
     engine: AsyncEngine, trace_id: str, team: str | None = None
 ) -> TraceTree | None:
-    """The trace's calls (only `team`'s, if given), each under the call that caused it; `None`
-    for a trace without such calls."""
+    """The team's trace, its calls each under the call that caused it; `None` for a trace
+    without such calls. Without `team`, the one team's trace of that id, or
+    `TraceOfSeveralTeams` when several teams have one."""
     statement = (
         select(UsageRow)
         .where(UsageRow.trace_id == trace_id)
         .order_by(UsageRow.created_at, UsageRow.request_id)
     )
     if team is not None:
-        # Clients choose trace ids: two teams' calls can share one.
         statement = statement.where(UsageRow.team == team)
     async with AsyncSession(engine) as session:
         rows = (await session.scalars(statement)).all()
     if not rows:
         return None
+    teams = sorted({row.team for row in rows})
+    if len(teams) > 1:
+        raise TraceOfSeveralTeams(
+            f"Teams {', '.join(f'`{name}`' for name in teams)} each have a trace `{trace_id}`: "
+            "pass `team` to read one.",
+            param="team",
+        )
     calls = {row.request_id: _call(row) for row in rows}
     parents = _acyclic_parents(rows)
     roots = []
@@ -66,7 +81,7 @@ async def top_traces(
     statement = (
         select(trace)
         .where(trace.started_at < window.until, trace.last_call_at >= window.since)
-        .order_by(trace.cost_usd.desc(), trace.trace_id)
+        .order_by(trace.cost_usd.desc(), trace.trace_id, trace.team)
         .limit(limit)
     )
     if team is not None:
