@@ -113,7 +113,8 @@ def lenient_path(raw_path: bytes) -> str:
 
 @dataclass
 class LenientFront:
-    """An upstream behind a lenient front; it also serves what lies above its API, `/internal/`."""
+    """An upstream behind a lenient front; it also serves what lies above its API, `/internal/`,
+    and takes a call's method and path from override headers, as some frameworks do."""
 
     api: FakeUpstream = field(default_factory=FakeUpstream)
     raw_targets: list[bytes] = field(default_factory=list)  # as they reached the front
@@ -131,13 +132,15 @@ class LenientFront:
         raw_path: bytes = scope["raw_path"]
         query: bytes = scope["query_string"]
         self.raw_targets.append(raw_path + (b"?" + query if query else b""))
-        path = lenient_path(raw_path)
+        headers = dict(scope["headers"])
+        method = headers.get(b"x-http-method-override", scope["method"].encode()).decode()
+        path = lenient_path(headers.get(b"x-original-url", raw_path))
         if path.startswith("/internal/"):
             self.secrets_served += 1
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": SECRET})
             return
-        cleaned = {**scope, "path": path, "raw_path": path.encode()}
+        cleaned = {**scope, "method": method, "path": path, "raw_path": path.encode()}
         await self.api(cleaned, receive, send)
 
 
@@ -247,12 +250,13 @@ def send_raw(
     target: str,
     key: str = "sk-client",
     body: bytes = b"",
+    extra_headers: dict[str, str] | None = None,
 ) -> Answer:
     """One call whose request target goes on the wire exactly as given."""
     address = urlsplit(proxy_url)
     assert address.hostname is not None and address.port is not None
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
-    headers = {"Authorization": f"Bearer {key}"}
+    headers = {"Authorization": f"Bearer {key}", **(extra_headers or {})}
     if body:
         headers["Content-Type"] = "application/json"
     try:
@@ -410,6 +414,29 @@ def test_a_model_name_cannot_lead_an_azure_deployment_path_above_its_base(
     assert answer.status == 400, answer.body
     assert (answer.error["code"], answer.error["param"]) == ("invalid_value", "model")
     assert (lenient.raw_targets, lenient.secrets_served) == ([], 0)
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "override"),
+    [
+        ("GET", "/v1/chat/completions", {"X-HTTP-Method-Override": "POST"}),
+        ("POST", "/v1/files", {"X-Original-URL": "/v1/chat/completions"}),
+    ],
+)
+def test_a_header_that_overrides_the_method_or_path_stops_at_the_proxy(
+    proxy: str,
+    front: tuple[LenientFront, str],
+    method: str,
+    target: str,
+    override: dict[str, str],
+) -> None:
+    lenient, _ = front
+
+    answer = send_raw(proxy, method, target, body=CHAT, extra_headers=override)
+
+    assert b"chat.completion" not in answer.body
+    (name,) = override
+    assert name.lower() not in lenient.api.last.headers
 
 
 @pytest.mark.parametrize("target", LEGITIMATE)
