@@ -43,6 +43,7 @@ _PARAMETER = "it has a `;`, which starts a path parameter that some servers drop
 _MALFORMED_ESCAPE = "it has a `%` not followed by two hexadecimal digits"
 _EMPTY_SEGMENT = "it has an empty segment (`//`)"
 _DOT_SEGMENT = "it has a dot segment (`.` or `..`, perhaps percent-encoded), which servers resolve"
+_NOT_UTF8 = "its percent-encoded bytes are not UTF-8 text"
 _ABOVE_BASE = "read with its percent-encoded slashes decoded, it leads above `/v1/`"
 
 
@@ -114,7 +115,11 @@ def _lenient_reading(path: str) -> list[str] | None:
 
     One round of decoding is enough: `%25` is refused, so no escape hides another.
     """
-    decoded = unquote(path)
+    try:
+        decoded = unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        # Broken decoders read overlong forms (`%C0%AE` as `.`): no server can be trusted here.
+        raise InvalidPath(_NOT_UTF8) from None
     if not decoded.isascii():
         # Full-width and compatibility forms (U+FF0E for `.`, U+FF0F for `/`) a server may fold.
         decoded = unicodedata.normalize("NFKC", decoded)

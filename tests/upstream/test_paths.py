@@ -72,6 +72,8 @@ REFUSED = [
     ("/v1/chat%5Ccompletions", "a percent sign, backslash or control character"),
     ("/v1/chat/completions%00", "a percent sign, backslash or control character"),
     ("/v1/models/x%0Ay", "a percent sign, backslash or control character"),
+    ("/v1/%C0%AE%C0%AE/internal", "not UTF-8 text"),
+    ("/v1/models/x%FF", "not UTF-8 text"),
     ("/v1/x%2F..%2F..%2Finternal", "leads above `/v1/`"),
     ("/v1/%2F..%2Finternal", "leads above `/v1/`"),
     ("/v1/models/x%EF%BC%8F..%EF%BC%8F..%EF%BC%8F..%EF%BC%8Fsecret", "leads above `/v1/`"),
