@@ -35,6 +35,7 @@ _ROUTING_OVERRIDES = frozenset(
         b"x-rewrite-url",
     }
 )
+_NOT_FOR_UPSTREAM = _HOP_BY_HOP | _SET_FOR_UPSTREAM | _ROUTING_OVERRIDES
 
 
 def _connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -48,9 +49,7 @@ def _connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[byte
 
 def headers_for_upstream(client_headers: RawHeaders) -> list[tuple[str, str]]:
     """The client's headers that go on to the upstream (OpenAI-Organization, User-Agent, ...)."""
-    dropped = (
-        _HOP_BY_HOP | _SET_FOR_UPSTREAM | _ROUTING_OVERRIDES | _connection_listed(client_headers)
-    )
+    dropped = _NOT_FOR_UPSTREAM | _connection_listed(client_headers)
     return [
         (name.decode("latin-1"), value.decode("latin-1"))
         for name, value in client_headers
