@@ -5,6 +5,7 @@ Every other `/v1/*` path is forwarded as-is to the default upstream.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -56,6 +57,11 @@ def model_routed_endpoint(method: str, path: str) -> Endpoint | None:
     if method != "POST":
         return None
     return MODEL_ROUTED_ENDPOINTS.get(path)
+
+
+# The pass-through paths whose answers batch metering reads: a batch, and a file's content.
+BATCH_PATH = re.compile(r"batches(?:/[A-Za-z0-9_\-]+)?")
+FILE_CONTENT_PATH = re.compile(r"files/([A-Za-z0-9_\-]+)/content")
 
 
 # Families of the paths forwarded as-is, named in records and metrics (a bounded set).

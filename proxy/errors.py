@@ -67,6 +67,17 @@ class InvalidValue(InvalidRequest):
     code = "invalid_value"
 
 
+class InvalidPath(InvalidRequest):
+    code = "invalid_path"
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(
+            f"Invalid path: {problem}. The proxy forwards a `/v1/` path only in its one canonical "
+            "spelling, and never one that a server could read as a metered endpoint or as a "
+            "place above the upstream's base path."
+        )
+
+
 class UnsupportedContentType(InvalidRequest):
     code = "unsupported_content_type"
 

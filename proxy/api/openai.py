@@ -39,9 +39,9 @@ from proxy.request_fields import RequestFields, read_request_fields
 from proxy.upstream.client import StreamedBody, UpstreamClient
 from proxy.upstream.forward import Attempt, relay
 from proxy.upstream.models_list import list_models_of_all_upstreams
+from proxy.upstream.paths import judge_path
 from proxy.upstream.routing import Router, Upstream
 
-_PREFIX_LENGTH = len(b"/v1/")
 _NO_FIELDS = RequestFields(model=None, stream=False)
 
 
@@ -81,10 +81,12 @@ class OpenAIRoute:
             exchange.caller = identify_caller(
                 scope["headers"], access, self._clock(), self._require_proxy_key
             )
-            if self._lists_all_models(scope):
+            # Before anything is decided on the path, or admitted: see proxy/upstream/paths.py.
+            path = judge_path(scope["raw_path"])
+            if self._lists_all_models(scope["method"], path):
                 await self._send_model_list(scope, exchange, send, id_header)
                 return
-            attempts = await self._attempts(scope, exchange, channel, access)
+            attempts = await self._attempts(scope, path, exchange, channel, access)
             exchange.forwarded_at = time.perf_counter()
             await self._relay_until_disconnect(attempts, exchange, channel, send)
         except ProxyError as error:
@@ -96,12 +98,8 @@ class OpenAIRoute:
             self._batches.note_answer(exchange)
             self._admission.settle(exchange, self._settler.settle(exchange))
 
-    def _lists_all_models(self, scope: Scope) -> bool:
-        return (
-            len(self._router.upstreams) > 1
-            and scope["method"] == "GET"
-            and scope["raw_path"].rstrip(b"/") == b"/v1/models"
-        )
+    def _lists_all_models(self, method: str, path: str) -> bool:
+        return len(self._router.upstreams) > 1 and method == "GET" and path.rstrip("/") == "models"
 
     async def _send_model_list(
         self, scope: Scope, exchange: Exchange, send: Send, id_header: RawHeaders
@@ -121,13 +119,17 @@ class OpenAIRoute:
         await send({"type": "http.response.body", "body": answer.body, "more_body": False})
 
     async def _attempts(
-        self, scope: Scope, exchange: Exchange, channel: ClientChannel, access: AccessSnapshot
+        self,
+        scope: Scope,
+        path: str,
+        exchange: Exchange,
+        channel: ClientChannel,
+        access: AccessSnapshot,
     ) -> list[Attempt]:
-        """The call addressed to its upstream and, for a model-routed call, to its fallbacks."""
+        """The call to `/v1/{path}` (as the client encoded it) addressed to its upstream and, for
+        a model-routed call, to its fallbacks."""
         method: str = scope["method"]
         headers: RawHeaders = scope["headers"]
-        # The raw path keeps the client's percent-encoding, which the upstream must see unchanged.
-        path = scope["raw_path"][_PREFIX_LENGTH:].decode("latin-1")
         endpoint = model_routed_endpoint(method, path)
         exchange.path = path
         exchange.family = family_of(endpoint, path)
@@ -153,11 +155,12 @@ class OpenAIRoute:
             exchange.tap = self._batches.tap_for(method, path, upstream)
             if exchange.tap is not None:
                 headers = readable_accept_encoding(headers, identity_only=False)
-        await self._admission.admit(exchange, access)
         # Only a model-routed call can go elsewhere: its body is in hand, and it leaves nothing
         # (a file, a batch) behind at the upstream that the client's next call would look for.
         candidates = self._router.attempts(upstream) if endpoint is not None else (upstream,)
-        return [
+        # Addressed before admission: an upstream may refuse to address the call (a model name
+        # that is no path segment).
+        attempts = [
             Attempt(
                 candidate,
                 candidate.request(
@@ -173,6 +176,8 @@ class OpenAIRoute:
             )
             for candidate in candidates
         ]
+        await self._admission.admit(exchange, access)
+        return attempts
 
     def _metered(
         self, exchange: Exchange, fields: RequestFields, body: bytes, headers: RawHeaders

@@ -9,7 +9,6 @@ its record's id is the line's own `batch_req_*` id, so a ledger stores each once
 
 from __future__ import annotations
 
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,13 +17,11 @@ from typing import Any, TypeVar
 
 import orjson
 
-from proxy.endpoints import MODEL_ROUTED_ENDPOINTS
+from proxy.endpoints import BATCH_PATH, FILE_CONTENT_PATH, MODEL_ROUTED_ENDPOINTS
 from proxy.metering.exchange import Exchange
 from proxy.metering.tap import ResponseTap, Tap, content_decoder
 from proxy.upstream.routing import Upstream
 
-_BATCH_PATH = re.compile(r"batches(?:/[A-Za-z0-9_\-]+)?")
-_FILE_CONTENT_PATH = re.compile(r"files/([A-Za-z0-9_\-]+)/content")
 _Entry = TypeVar("_Entry")
 
 
@@ -58,7 +55,7 @@ class BatchRegistry:
     @staticmethod
     def answers_about_batches(method: str, path: str) -> bool:
         """Whether a call's answer is a batch object worth reading."""
-        return method in ("GET", "POST") and _BATCH_PATH.fullmatch(path) is not None
+        return method in ("GET", "POST") and BATCH_PATH.fullmatch(path) is not None
 
     def observe(self, team: str, created: bool, document: Any) -> None:
         """Take a batch object the upstream answered with."""
@@ -79,7 +76,7 @@ class BatchRegistry:
 
     def output_file_to_meter(self, method: str, path: str) -> tuple[str, TrackedBatch] | None:
         """(file id, batch) when this call reads a tracked batch's output file not yet metered."""
-        match = _FILE_CONTENT_PATH.fullmatch(path) if method == "GET" else None
+        match = FILE_CONTENT_PATH.fullmatch(path) if method == "GET" else None
         if match is None:
             return None
         file_id = match.group(1)

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from proxy.endpoints import Endpoint
 from proxy.settings import UpstreamConfig, UpstreamKind
+from proxy.upstream.paths import model_as_segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,11 @@ class AzureDialect:
             version = f"api-version={quote(config.api_version, safe='')}"
             query = f"{query}&{version}" if query else version
         if endpoint is not None and endpoint.deployment_scoped and model is not None:
-            deployment = quote(config.deployments.get(model, model), safe="")
+            configured = config.deployments.get(model)
+            # A deployment named after the client's model must not become a path of its own.
+            deployment = (
+                model_as_segment(model) if configured is None else quote(configured, safe="")
+            )
             path = f"deployments/{deployment}/{path}"
         return _join(config.base_url, path, query)
 

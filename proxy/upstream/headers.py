@@ -24,6 +24,18 @@ _HOP_BY_HOP = frozenset(
 # upstream's credential, which the upstream's dialect decides.
 _SET_FOR_UPSTREAM = frozenset({b"host", b"content-length", b"authorization", b"api-key"})
 _PROXY_OWN_PREFIX = b"x-metering-"
+# Some frameworks (Symfony, IIS, method-override middleware) take a call's method or path from
+# these: the proxy meters the method and path it sees, so they stop here.
+_ROUTING_OVERRIDES = frozenset(
+    {
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
+        b"x-original-url",
+        b"x-rewrite-url",
+    }
+)
+_NOT_FOR_UPSTREAM = _HOP_BY_HOP | _SET_FOR_UPSTREAM | _ROUTING_OVERRIDES
 
 
 def _connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -37,7 +49,7 @@ def _connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[byte
 
 def headers_for_upstream(client_headers: RawHeaders) -> list[tuple[str, str]]:
     """The client's headers that go on to the upstream (OpenAI-Organization, User-Agent, ...)."""
-    dropped = _HOP_BY_HOP | _SET_FOR_UPSTREAM | _connection_listed(client_headers)
+    dropped = _NOT_FOR_UPSTREAM | _connection_listed(client_headers)
     return [
         (name.decode("latin-1"), value.decode("latin-1"))
         for name, value in client_headers
