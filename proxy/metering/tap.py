@@ -24,8 +24,9 @@ from proxy.metering.sse import EventSplitter, Unread, event_data
 
 # The most of one answer the tap keeps, or inflates, to read it: the JSON body, or the events.
 MAX_KEPT_BODY_BYTES = 32 * 1024 * 1024
-# The usage events kept: usage is reported once, at the end, so the last few will do.
-_KEPT_USAGE_EVENTS = 8
+# What keeping one more event costs beyond its data (a bytes object, a list slot): counted
+# against the cap, so that a stream of tiny events cannot be kept by the million.
+_KEPT_EVENT_OVERHEAD = 64
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 _USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?')
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
@@ -80,7 +81,8 @@ class ResponseTap:
         # Part of the answer went unread after the last usage seen: a usage found may be stale.
         self.unread_since_usage = False
         self.events: list[bytes] = []  # the data of every event, for counting when none had usage
-        self.usage_events: list[bytes] = []  # the data of the events that carry a usage object
+        # The data of the last event that carries a usage object: the report is the last one.
+        self.usage_events: list[bytes] = []
 
     @classmethod
     def answered_with(cls, document: Any) -> ResponseTap:
@@ -175,12 +177,11 @@ class ResponseTap:
             data = event_data(event)
             if not data or data == b"[DONE]":
                 continue
-            self._kept_bytes += len(data)
+            self._kept_bytes += len(data) + _KEPT_EVENT_OVERHEAD
             if self._kept_bytes <= MAX_KEPT_BODY_BYTES:
                 self.events.append(data)  # kept for counting only, so a bounded prefix will do
             if _USAGE_OBJECT.search(data):
-                self.usage_events.append(data)
-                del self.usage_events[:-_KEPT_USAGE_EVENTS]
+                self.usage_events = [data]
                 self.unread_since_usage = False
 
     def _observe_and_strip(self, event: bytes) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import sys
 import zlib
 
 import orjson
@@ -160,6 +161,15 @@ def test_usage_seen_before_an_unread_event_may_be_stale() -> None:
     huge = b"data: " + b"x" * (MAX_EVENT_BYTES + 65536) + b"\n\n"
     relay(tap, pieces_of(USAGE_CHUNK + huge + DONE, 65536))
     assert tap.usage_events and tap.unread_since_usage
+
+
+def test_the_events_kept_for_counting_take_no_more_memory_than_the_cap() -> None:
+    tiny = b"data: x\n\n"
+    tap = ResponseTap(strip_added_usage=False)
+    tap.start(200, SSE)
+    relay(tap, pieces_of(tiny * (MAX_KEPT_BODY_BYTES // 40), 65536))
+    # Each kept event is a bytes object and a slot in a list, whatever its length.
+    assert sum(sys.getsizeof(data) + 8 for data in tap.events) <= MAX_KEPT_BODY_BYTES
 
 
 def test_a_gzip_answer_inflating_past_the_cap_is_relayed_and_not_read() -> None:
