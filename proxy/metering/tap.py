@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from proxy.metering.inflate import Inflater, content_inflater
+from proxy.metering.inflate import READABLE_ENCODINGS, Inflater, content_inflater
 from proxy.metering.sse import EventSplitter, Unread, event_data
 
 # The most of one answer the tap keeps, or inflates, to read it: the JSON body, or the events.
@@ -96,6 +96,9 @@ class ResponseTap:
         self.status = status
         content_type = _header(headers, b"content-type")
         self._inflater = content_inflater(headers, MAX_KEPT_BODY_BYTES)
+        encoding = _header(headers, b"content-encoding").strip().lower()
+        if encoding and encoding not in READABLE_ENCODINGS:
+            self._stop_reading()  # not asked for, and unreadable: relayed as it is
         self.is_event_stream = content_type.startswith(b"text/event-stream")
         if self.is_event_stream:
             self._splitter = EventSplitter()
@@ -106,13 +109,20 @@ class ResponseTap:
 
     @property
     def _rewrites(self) -> bool:
-        return self._strip_added_usage and self.is_event_stream and self._inflater is None
+        return (
+            self._strip_added_usage
+            and self.is_event_stream
+            and self._inflater is None
+            and not self.overflowed  # set mid-stream only where there is an inflater
+        )
 
     def feed(self, chunk: bytes) -> bytes:
         if self.first_byte_at is None:
             self.first_byte_at = time.perf_counter()
         if self._splitter is None:
             self._keep(chunk)
+            return chunk
+        if self.overflowed:
             return chunk
         splitter = self._splitter
         if self._inflater is None:

@@ -208,6 +208,16 @@ def test_an_answer_not_in_its_claimed_encoding_is_relayed_and_not_read() -> None
     assert tap.json_body() is None
 
 
+def test_a_stream_in_an_encoding_the_tap_cannot_read_is_relayed_untouched() -> None:
+    body = b"\x1b\x00\n\n" + CHUNK + USAGE_CHUNK  # as if brotli, which was not asked for
+    tap = ResponseTap(strip_added_usage=True)
+    headers = [*SSE, (b"content-encoding", b"br"), (b"content-length", b"200")]
+
+    assert tap.start(200, headers) == headers
+    assert relay(tap, pieces_of(body, 7)) == body
+    assert tap.overflowed and tap.usage_events == [] and tap.events == []
+
+
 def test_inflating_stops_one_byte_past_the_limit() -> None:
     exactly, over = Inflater(GZIP_WBITS, limit=1000), Inflater(GZIP_WBITS, limit=999)
     body = gzip.compress(b"x" * 1000)
