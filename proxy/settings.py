@@ -50,7 +50,7 @@ class UpstreamConfig(_Strict):
     kind: UpstreamKind = "openai"
     api_key_env: str | None = None
     models: tuple[str, ...] = ("*",)
-    hourly_cost_usd: Decimal | None = None
+    hourly_cost_usd: Decimal | None = Field(default=None, ge=0)
     # Azure OpenAI only: the `api-version` query parameter and model -> deployment names.
     api_version: str = "2024-10-21"
     deployments: dict[str, str] = Field(default_factory=dict)
@@ -67,17 +67,19 @@ class UpstreamConfig(_Strict):
 
 
 class PriceOverride(_Strict):
-    """A `[prices."MODEL"]` entry: token prices in USD per million tokens, the rest per unit."""
+    """A `[prices."MODEL"]` entry: token prices in USD per million tokens, the rest per unit;
+    never negative, so that no call costs less than nothing."""
 
-    input: Decimal | None = None
-    cached_input: Decimal | None = None
-    output: Decimal | None = None
-    reasoning: Decimal | None = None  # defaults to `output`: reasoning tokens are output tokens
-    audio_input: Decimal | None = None
-    audio_output: Decimal | None = None
-    per_image: Decimal | None = None
-    per_second: Decimal | None = None  # transcription and translation audio
-    per_million_characters: Decimal | None = None  # text-to-speech input
+    input: Decimal | None = Field(default=None, ge=0)
+    cached_input: Decimal | None = Field(default=None, ge=0)
+    output: Decimal | None = Field(default=None, ge=0)
+    # Defaults to `output`: reasoning tokens are output tokens.
+    reasoning: Decimal | None = Field(default=None, ge=0)
+    audio_input: Decimal | None = Field(default=None, ge=0)
+    audio_output: Decimal | None = Field(default=None, ge=0)
+    per_image: Decimal | None = Field(default=None, ge=0)
+    per_second: Decimal | None = Field(default=None, ge=0)  # transcription and translation audio
+    per_million_characters: Decimal | None = Field(default=None, ge=0)  # text-to-speech input
 
 
 class TimeoutConfig(_Strict):

@@ -54,6 +54,19 @@ def test_duplicate_upstream_names_are_refused(tmp_path: Path) -> None:
         load_settings(write(tmp_path, upstream * 2))
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        '[prices."gpt-4o"]\ninput = -2.5\n',
+        '[[upstreams]]\nname = "gpu"\nbase_url = "http://x/v1"\nhourly_cost_usd = -1\n',
+    ],
+    ids=["token price", "hourly cost"],
+)
+def test_a_negative_price_is_refused(tmp_path: Path, config: str) -> None:
+    with pytest.raises(ConfigError, match="greater than or equal to 0"):
+        load_settings(write(tmp_path, config))
+
+
 def test_unknown_keys_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="upstreamz"):
         load_settings(write(tmp_path, "[[upstreamz]]\nname = 'a'\n"))

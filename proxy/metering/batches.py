@@ -19,7 +19,8 @@ import orjson
 
 from proxy.endpoints import BATCH_PATH, FILE_CONTENT_PATH, MODEL_ROUTED_ENDPOINTS
 from proxy.metering.exchange import Exchange
-from proxy.metering.tap import ResponseTap, Tap, content_decoder
+from proxy.metering.inflate import Inflater, content_inflater
+from proxy.metering.tap import MAX_KEPT_BODY_BYTES, ResponseTap, Tap
 from proxy.upstream.routing import Upstream
 
 _Entry = TypeVar("_Entry")
@@ -109,38 +110,69 @@ class BatchRegistry:
 
 
 class BatchOutputTap:
-    """Reads a batch output file (JSON lines) as it is relayed, handing on each parsed line."""
+    """Reads a batch output file (JSON lines) as it is relayed, handing on each parsed line.
 
-    __slots__ = ("_decoder", "_on_complete", "_on_line", "_pending", "first_byte_at", "status")
+    A file may be far larger than any answer, so it is inflated piece by piece without a limit
+    in all; one line is kept up to `MAX_KEPT_BODY_BYTES`, and a longer one is skipped unread.
+    """
+
+    __slots__ = (
+        "_inflater",
+        "_on_complete",
+        "_on_line",
+        "_pending",
+        "_pending_bytes",
+        "_skipping",
+        "first_byte_at",
+        "status",
+    )
 
     def __init__(
         self, on_line: Callable[[dict[str, Any]], None], on_complete: Callable[[], None]
     ) -> None:
         self._on_line = on_line
         self._on_complete = on_complete
-        self._pending = b""
-        self._decoder: Any = None
+        self._pending: list[bytes] = []  # the start of the line still coming
+        self._pending_bytes = 0
+        self._skipping = False  # inside a line too long to keep, until its end
+        self._inflater: Inflater | None = None
         self.first_byte_at: float | None = None
         self.status = 0
 
     def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         self.status = status
-        self._decoder = content_decoder(headers)
+        self._inflater = content_inflater(headers, limit=None)
         return headers
 
     def feed(self, chunk: bytes) -> bytes:
         if self.first_byte_at is None:
             self.first_byte_at = time.perf_counter()
         if self.status == 200:
-            data = self._decoder.decompress(chunk) if self._decoder is not None else chunk
-            lines = (self._pending + data).split(b"\n")
-            self._pending = lines.pop()
-            self._read(lines)
+            for piece in (chunk,) if self._inflater is None else self._inflater.inflate(chunk):
+                self._split(piece)
         return chunk
 
+    def _split(self, data: bytes) -> None:
+        """Read the lines `data` ends; only its own bytes are searched for a line's end."""
+        end = data.find(b"\n")
+        if end < 0:
+            if not self._skipping:
+                self._pending.append(data)
+                self._pending_bytes += len(data)
+                if self._pending_bytes > MAX_KEPT_BODY_BYTES:
+                    self._pending, self._pending_bytes, self._skipping = [], 0, True
+            return
+        lines = data[end + 1 :].split(b"\n")
+        if not self._skipping:
+            self._read([b"".join([*self._pending, data[:end]])])
+        rest = lines.pop()
+        self._read(lines)
+        self._pending, self._pending_bytes, self._skipping = [rest], len(rest), False
+
     def finish(self) -> bytes:
-        self._read([self._pending])
-        self._pending = b""
+        if not self._skipping:
+            self._read([b"".join(self._pending)])
+        self._pending, self._pending_bytes = [], 0
         if self.status == 200:
             self._on_complete()
         return b""

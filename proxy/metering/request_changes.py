@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from proxy.metering.tap import READABLE_ENCODINGS
+from proxy.metering.inflate import READABLE_ENCODINGS
 from proxy.request_fields import RequestFields
 
 RawHeaders = list[tuple[bytes, bytes]]

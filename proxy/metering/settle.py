@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -10,8 +11,9 @@ from proxy.clock import Clock
 from proxy.metering import prompt_tokens
 from proxy.metering.batches import TrackedBatch
 from proxy.metering.exchange import CLIENT_CLOSED, Exchange
-from proxy.metering.extractors import EXTRACTORS, MeteredCall
+from proxy.metering.extractors import EXTRACTORS, Extractor, MeteredCall
 from proxy.metering.extractors.base import reported_usage_object
+from proxy.metering.plausibility import ImplausibleReports, ImplausibleUsage, plausible
 from proxy.metering.tap import ResponseTap
 from proxy.metering.unpriced import UnpricedModelWarnings
 from proxy.metering.usage import Price, PromptSplit, Usage, UsageRecord
@@ -29,6 +31,7 @@ class Settler:
         self._publisher = publisher
         self._clock = clock
         self._unpriced = UnpricedModelWarnings()
+        self._implausible = ImplausibleReports(clock)
 
     def settle(self, exchange: Exchange) -> UsageRecord:
         """Build the exchange's record and publish it; called exactly once per call."""
@@ -85,7 +88,8 @@ class Settler:
         usage = _EMPTY
         if extractor is not None and isinstance(model, str):
             call = MeteredCall(batch.path, model, {})
-            usage = extractor.reported(call, ResponseTap.answered_with(body)) or _EMPTY
+            tap = ResponseTap.answered_with(body)
+            usage = self._reported(extractor, call, tap, upstream.name) or _EMPTY
         now = self._clock()
         price = (
             NOTHING_BILLABLE
@@ -126,7 +130,8 @@ class Settler:
         if extractor is None or not isinstance(exchange.tap, ResponseTap):
             return _EMPTY
         call = MeteredCall(exchange.path, exchange.model, exchange.request)
-        reported = extractor.reported(call, exchange.tap)
+        upstream = exchange.upstream.name if exchange.upstream else "none"
+        reported = self._reported(extractor, call, exchange.tap, upstream)
         if reported is not None:
             return reported
         # Nothing reported: a server that never reports, a 2xx answer cut short (the tap keeps
@@ -134,6 +139,22 @@ class Settler:
         if 200 <= exchange.tap.status < 300 or exchange.status == CLIENT_CLOSED:
             return extractor.estimated(call, exchange.tap)
         return _EMPTY  # an upstream error that reported nothing consumed nothing billable
+
+    def _reported(
+        self, extractor: Extractor, call: MeteredCall, tap: ResponseTap, upstream: str
+    ) -> Usage | None:
+        """What the upstream reported, or None if nothing; a report that cannot be true gives way
+        to the estimate, and one found before part of the answer went unread is flagged."""
+        try:
+            reported = extractor.reported(call, tap)
+            if reported is None:
+                return None
+            plausible(reported)
+        except ImplausibleUsage as error:
+            self._implausible.warn(upstream, call.model, error)
+            # Flagged even where nothing can be counted: the record is not the upstream's word.
+            return replace(extractor.estimated(call, tap), estimated=True)
+        return replace(reported, estimated=True) if tap.unread_since_usage else reported
 
     def _price(self, exchange: Exchange, usage: Usage, service_tier: Any) -> Price | None:
         if usage == _EMPTY or exchange.upstream is None:

@@ -4,31 +4,33 @@ JSON answers are kept (up to a cap) and parsed once, after the last byte went ou
 are cut into events; only events that carry usage are parsed. When the proxy itself asked the
 upstream for stream usage, the tap also takes out what that added (the usage-only chunk and the
 `"usage":null` in every chunk), so the client gets the bytes it would have got without the proxy.
+
+What a peer sends is read only within bounds: a body kept or inflated past `MAX_KEPT_BODY_BYTES`,
+or an event past `MAX_EVENT_BYTES`, is relayed as it came and not read, and the call's usage
+falls back to an estimate unless the upstream reported it in what was read.
 """
 
 from __future__ import annotations
 
 import re
 import time
-import zlib
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import orjson
 
-from proxy.metering.sse import EventSplitter, event_data
+from proxy.metering.inflate import READABLE_ENCODINGS, Inflater, content_inflater
+from proxy.metering.sse import EventSplitter, Unread, event_data
 
+# The most of one answer the tap keeps, or inflates, to read it: the JSON body, or the events.
 MAX_KEPT_BODY_BYTES = 32 * 1024 * 1024
+# What keeping one more event costs beyond its data (a bytes object, a list slot): counted
+# against the cap, so that a stream of tiny events cannot be kept by the million.
+_KEPT_EVENT_OVERHEAD = 64
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 _USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?')
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
-_DECODERS = {
-    b"gzip": 16 + zlib.MAX_WBITS,
-    b"x-gzip": 16 + zlib.MAX_WBITS,
-    b"deflate": zlib.MAX_WBITS,
-}
 _UNPARSED = object()
-# The encodings the tap can read; the others are not asked of upstreams on metered calls.
-READABLE_ENCODINGS = frozenset(_DECODERS) | {b"identity"}
 
 
 class Tap(Protocol):
@@ -49,7 +51,7 @@ class ResponseTap:
     """Observes one answer for its usage (see the module's docstring)."""
 
     __slots__ = (
-        "_decoder",
+        "_inflater",
         "_kept",
         "_kept_bytes",
         "_parsed_body",
@@ -60,22 +62,27 @@ class ResponseTap:
         "is_event_stream",
         "overflowed",
         "status",
+        "unread_since_usage",
         "usage_events",
     )
 
     def __init__(self, strip_added_usage: bool) -> None:
         self._strip_added_usage = strip_added_usage
         self._splitter: EventSplitter | None = None
-        self._decoder: Any = None
+        self._inflater: Inflater | None = None
         self._kept: list[bytes] = []
         self._kept_bytes = 0
         self._parsed_body: Any = _UNPARSED
         self.status = 0
         self.first_byte_at: float | None = None
         self.is_event_stream = False
+        # The tap stopped reading: the answer grew too large, or is not in its claimed encoding.
         self.overflowed = False
+        # Part of the answer went unread after the last usage seen: a usage found may be stale.
+        self.unread_since_usage = False
         self.events: list[bytes] = []  # the data of every event, for counting when none had usage
-        self.usage_events: list[bytes] = []  # the data of the events that carry a usage object
+        # The data of the last event that carries a usage object: the report is the last one.
+        self.usage_events: list[bytes] = []
 
     @classmethod
     def answered_with(cls, document: Any) -> ResponseTap:
@@ -88,7 +95,10 @@ class ResponseTap:
         """Take the answer's status and headers; return the headers to relay."""
         self.status = status
         content_type = _header(headers, b"content-type")
-        self._decoder = content_decoder(headers)
+        self._inflater = content_inflater(headers, MAX_KEPT_BODY_BYTES)
+        encoding = _header(headers, b"content-encoding").strip().lower()
+        if encoding and encoding not in READABLE_ENCODINGS:
+            self._stop_reading()  # not asked for, and unreadable: relayed as it is
         self.is_event_stream = content_type.startswith(b"text/event-stream")
         if self.is_event_stream:
             self._splitter = EventSplitter()
@@ -99,7 +109,12 @@ class ResponseTap:
 
     @property
     def _rewrites(self) -> bool:
-        return self._strip_added_usage and self.is_event_stream and self._decoder is None
+        return (
+            self._strip_added_usage
+            and self.is_event_stream
+            and self._inflater is None
+            and not self.overflowed  # set mid-stream only where there is an inflater
+        )
 
     def feed(self, chunk: bytes) -> bytes:
         if self.first_byte_at is None:
@@ -107,7 +122,13 @@ class ResponseTap:
         if self._splitter is None:
             self._keep(chunk)
             return chunk
-        events = self._splitter.feed(self._decode(chunk))
+        if self.overflowed:
+            return chunk
+        splitter = self._splitter
+        if self._inflater is None:
+            events = splitter.feed(chunk)
+        else:
+            events = [event for piece in self._inflated(chunk) for event in splitter.feed(piece)]
         if not self._rewrites:
             self._observe(events)
             return chunk
@@ -130,58 +151,56 @@ class ResponseTap:
     def _parse_body(self) -> Any:
         if self.is_event_stream or self.overflowed or not self._kept:
             return None
-        body = b"".join(self._kept)
         try:
-            if self._decoder is not None:
-                body = self._decoder.decompress(body) + self._decoder.flush()
-            return orjson.loads(body)
-        except (orjson.JSONDecodeError, zlib.error):
+            return orjson.loads(b"".join(self._kept))
+        except orjson.JSONDecodeError:
             return None
 
     def _keep(self, chunk: bytes) -> None:
-        if self.overflowed:
-            return
-        self._kept_bytes += len(chunk)
-        if self._kept_bytes > MAX_KEPT_BODY_BYTES:
-            self.overflowed = True
-            self._kept = []
-        else:
-            self._kept.append(chunk)
+        for piece in (chunk,) if self._inflater is None else self._inflated(chunk):
+            if self.overflowed:
+                return
+            self._kept_bytes += len(piece)
+            if self._kept_bytes > MAX_KEPT_BODY_BYTES:
+                self._stop_reading()
+            else:
+                self._kept.append(piece)
 
-    def _decode(self, chunk: bytes) -> bytes:
-        if self._decoder is None:
-            return chunk
-        try:
-            decoded: bytes = self._decoder.decompress(chunk)
-        except zlib.error:
-            self._decoder = None  # not what the header said: stop reading, keep relaying
-            return b""
-        return decoded
+    def _inflated(self, chunk: bytes) -> Iterator[bytes]:
+        """What an encoded chunk inflates to; nothing once the tap has stopped reading."""
+        if self.overflowed or self._inflater is None:
+            return
+        yield from self._inflater.inflate(chunk)
+        if self._inflater.stopped:
+            self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        self.overflowed = True
+        self.unread_since_usage = True
+        self._kept = []
 
     def _observe(self, events: list[bytes]) -> None:
         for event in events:
+            if isinstance(event, Unread):
+                self.unread_since_usage = True
+                continue
             data = event_data(event)
             if not data or data == b"[DONE]":
                 continue
-            self._kept_bytes += len(data)
+            self._kept_bytes += len(data) + _KEPT_EVENT_OVERHEAD
             if self._kept_bytes <= MAX_KEPT_BODY_BYTES:
                 self.events.append(data)  # kept for counting only, so a bounded prefix will do
             if _USAGE_OBJECT.search(data):
-                self.usage_events.append(data)
+                self.usage_events = [data]
+                self.unread_since_usage = False
 
     def _observe_and_strip(self, event: bytes) -> bytes:
         self._observe([event])
-        if b'"usage"' not in event:
+        if isinstance(event, Unread) or b'"usage"' not in event:
             return event
         if _USAGE_OBJECT.search(event) and _EMPTY_CHOICES.search(event):
             return b""  # the usage-only chunk the client did not ask for
         return _USAGE_NULL.sub(b"", event, count=1)
-
-
-def content_decoder(headers: list[tuple[bytes, bytes]]) -> Any:
-    """A zlib decompressor for the answer's `Content-Encoding`, or None (identity, or unknown)."""
-    encoding = _header(headers, b"content-encoding").strip().lower()
-    return zlib.decompressobj(_DECODERS[encoding]) if encoding in _DECODERS else None
 
 
 def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import openai
+import gzip
 
-from proxy.metering.batches import MAX_LINES_REMEMBERED_PER_FILE, BatchRegistry
+import openai
+import orjson
+
+from proxy.metering.batches import MAX_LINES_REMEMBERED_PER_FILE, BatchOutputTap, BatchRegistry
+from proxy.metering.inflate import PIECE_BYTES
+from proxy.metering.tap import MAX_KEPT_BODY_BYTES
 from tests.support.fake_upstream import BATCH_LINES, FakeUpstream
 from tests.support.records import RecordCollector
 
@@ -127,3 +132,37 @@ def test_a_files_line_ids_are_remembered_up_to_a_bound() -> None:
     # Past the bound a line is metered without being remembered (the ledger stores it once).
     assert registry.first_time("f1", "one-too-many")
     assert registry.first_time("f1", "one-too-many")
+
+
+def read_output_file(headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> list[str]:
+    """The ids of the lines an output tap hands on, for a file relayed in these chunks."""
+    ids: list[str] = []
+    tap = BatchOutputTap(lambda line: ids.append(line["id"]), lambda: None)
+    tap.start(200, headers)
+    assert b"".join(tap.feed(chunk) for chunk in chunks) == b"".join(chunks)
+    tap.finish()
+    return ids
+
+
+def lines(*ids: str) -> bytes:
+    return b"".join(orjson.dumps({"id": line_id}) + b"\n" for line_id in ids)
+
+
+def test_an_output_file_line_split_across_chunks_is_read_once_whole() -> None:
+    data = lines("a", "b", "c")
+    for cut in range(1, len(data)):
+        assert read_output_file([], [data[:cut], data[cut:]]) == ["a", "b", "c"], cut
+
+
+def test_an_output_file_line_past_the_kept_body_cap_is_skipped_and_the_next_read() -> None:
+    huge = b'{"id":"huge","pad":"' + b" " * (MAX_KEPT_BODY_BYTES + 65536) + b'"}\n'
+    data = lines("a") + huge + lines("b")
+    chunks = [data[start : start + 65536] for start in range(0, len(data), 65536)]
+    assert read_output_file([], chunks) == ["a", "b"]
+
+
+def test_a_gzip_output_file_is_inflated_piece_by_piece_without_a_limit_in_all() -> None:
+    padding = orjson.dumps({"id": "pad", "pad": " " * (2 * PIECE_BYTES)}) + b"\n"
+    data = gzip.compress(lines("a") + padding * 20 + lines("b"))
+    headers = [(b"content-encoding", b"gzip")]
+    assert read_output_file(headers, [data]) == ["a", *["pad"] * 20, "b"]

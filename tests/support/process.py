@@ -71,6 +71,10 @@ class ProxyProcess:
         return self._process.wait(timeout=seconds)
 
     @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process.poll() is None
 

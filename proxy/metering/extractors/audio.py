@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-
-from proxy.metering.extractors.base import MeteredCall, NoEstimate, number, reported_usage_object
+from proxy.metering.extractors.base import MeteredCall, number, reported_usage_object
+from proxy.metering.plausibility import seconds
 from proxy.metering.tap import ResponseTap
 from proxy.metering.usage import Usage
 
 
-def _seconds(value: object) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return Decimal(0)
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        return Decimal(0)
+def _characters(call: MeteredCall) -> int:
+    text = call.request.get("input")
+    return len(text) if isinstance(text, str) else 0
 
 
-class AudioExtractor(NoEstimate):
+class AudioExtractor:
     def reported(self, call: MeteredCall, tap: ResponseTap) -> Usage | None:
         found = reported_usage_object(tap)
         if call.path == "audio/speech":
-            text = call.request.get("input")
-            characters = len(text) if isinstance(text, str) else 0
+            characters = _characters(call)
             if found is None:
                 return Usage(input_characters=characters)
             usage = found[0]
@@ -36,7 +30,7 @@ class AudioExtractor(NoEstimate):
         if found is not None:
             usage, _ = found
             if usage.get("type") == "duration":
-                return Usage(audio_seconds=_seconds(usage.get("seconds")))
+                return Usage(audio_seconds=seconds(usage.get("seconds"), "seconds"))
             return Usage(
                 input_tokens=number(usage, "input_tokens"),
                 audio_input_tokens=number(usage, "input_token_details", "audio_tokens"),
@@ -44,5 +38,11 @@ class AudioExtractor(NoEstimate):
             )
         body = tap.json_body()
         if isinstance(body, dict) and "duration" in body:
-            return Usage(audio_seconds=_seconds(body["duration"]))
+            return Usage(audio_seconds=seconds(body["duration"], "duration"))
         return None  # text, srt and vtt answers say nothing of the audio's length
+
+    def estimated(self, call: MeteredCall, tap: ResponseTap) -> Usage:
+        """Speech by the characters of its input; nothing tells a transcription's length."""
+        if call.path == "audio/speech":
+            return Usage(input_characters=_characters(call), estimated=True)
+        return Usage()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from proxy.metering.plausibility import ImplausibleUsage, whole_number
 from proxy.metering.tap import ResponseTap, parse_event
 from proxy.metering.usage import Usage
 
@@ -20,7 +21,8 @@ class MeteredCall:
 
 class Extractor(Protocol):
     def reported(self, call: MeteredCall, tap: ResponseTap) -> Usage | None:
-        """The usage the upstream reported in its answer, or None if it reported none."""
+        """The usage the upstream reported in its answer, or None if it reported none;
+        `ImplausibleUsage` if a count in the report is not a whole number."""
         ...
 
     def estimated(self, call: MeteredCall, tap: ResponseTap) -> Usage:
@@ -29,13 +31,16 @@ class Extractor(Protocol):
 
 
 def number(document: Any, *path: str) -> int:
-    """The integer at `path` in nested dicts, 0 when absent or not a number."""
+    """The count at `path` in nested dicts: 0 when absent (or null), `ImplausibleUsage` when it
+    is there but not a whole number."""
     value = document
     for key in path:
-        if not isinstance(value, dict):
+        if value is None:
             return 0
+        if not isinstance(value, dict):
+            raise ImplausibleUsage(f"{'.'.join(path)} is in {value!r:.40}, not in an object")
         value = value.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return whole_number(value, ".".join(path))
 
 
 def reported_usage_object(tap: ResponseTap) -> tuple[dict[str, Any], dict[str, Any]] | None:

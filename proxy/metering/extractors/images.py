@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.metering.extractors.base import MeteredCall, NoEstimate, number, reported_usage_object
+from proxy.metering.extractors.base import MeteredCall, number, reported_usage_object
 from proxy.metering.tap import ResponseTap, parse_event
 from proxy.metering.usage import Usage
 
@@ -30,7 +30,15 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-class ImagesExtractor(NoEstimate):
+def _asked_size(call: MeteredCall) -> str | None:
+    return _text(call.request.get("size")) or _DEFAULT_SIZE.get(call.model)
+
+
+def _asked_quality(call: MeteredCall) -> str | None:
+    return _text(call.request.get("quality")) or _DEFAULT_QUALITY.get(call.model)
+
+
+class ImagesExtractor:
     def reported(self, call: MeteredCall, tap: ResponseTap) -> Usage | None:
         images = _image_count(tap)
         found = reported_usage_object(tap)
@@ -42,10 +50,16 @@ class ImagesExtractor(NoEstimate):
             image_input_tokens=number(usage, "input_tokens_details", "image_tokens"),
             output_tokens=number(usage, "output_tokens"),
             images=images,
-            image_size=_text(holder.get("size"))
-            or _text(call.request.get("size"))
-            or _DEFAULT_SIZE.get(call.model),
-            image_quality=_text(holder.get("quality"))
-            or _text(call.request.get("quality"))
-            or _DEFAULT_QUALITY.get(call.model),
+            image_size=_text(holder.get("size")) or _asked_size(call),
+            image_quality=_text(holder.get("quality")) or _asked_quality(call),
+        )
+
+    def estimated(self, call: MeteredCall, tap: ResponseTap) -> Usage:
+        """The images asked for (`n`, one by default), at the size and quality asked for."""
+        asked = str(call.request.get("n", 1))  # a form's fields are strings
+        return Usage(
+            images=int(asked) if asked.isascii() and asked.isdigit() else 1,
+            image_size=_asked_size(call),
+            image_quality=_asked_quality(call),
+            estimated=True,
         )
