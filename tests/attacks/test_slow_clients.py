@@ -165,6 +165,19 @@ def test_a_request_whose_headers_never_end_gets_408_and_is_closed(recovered: Slo
         assert_request_timeout(answer_then_close(connection, ANSWER_SECONDS))
 
 
+def test_headers_trickled_in_get_408_at_the_header_deadline_however_steady(
+    recovered: SlowProxy,
+) -> None:
+    with socket.create_connection(recovered.address) as connection:
+        until = time.monotonic() + ANSWER_SECONDS
+        for byte in HALF_SENT_HEAD + b"x" * 200:
+            if select.select([connection], [], [], HEADER_SECONDS / 10)[0]:
+                break
+            assert time.monotonic() < until, "the trickle was never cut"
+            connection.sendall(bytes([byte]))
+        assert_request_timeout(answer_then_close(connection, ANSWER_SECONDS))
+
+
 def test_a_connection_that_sends_nothing_is_closed_at_the_header_deadline(
     recovered: SlowProxy,
 ) -> None:
