@@ -281,6 +281,7 @@ def create_app(
         Router.from_settings(settings),
         client,
         settings.proxy.max_body_bytes,
+        settings.proxy.server.whole_body_timeout_seconds,
         traces,
         settler,
         BatchMetering(BatchRegistry(), settler.settle_batch_line),

@@ -24,7 +24,14 @@ from proxy.ledger.migrations import (
     prepare_database,
     upgrade_to_head,
 )
-from proxy.settings import MULTIPROCESS_ENVIRONMENT_VARIABLE, ConfigError, load_settings
+from proxy.server.descriptors import connection_cap, raise_descriptor_limit
+from proxy.server.protocol import ClientConnections
+from proxy.settings import (
+    MULTIPROCESS_ENVIRONMENT_VARIABLE,
+    ConfigError,
+    ServerConfig,
+    load_settings,
+)
 
 
 def _serve(arguments: argparse.Namespace) -> int:
@@ -33,6 +40,7 @@ def _serve(arguments: argparse.Namespace) -> int:
         os.environ["METERING_CONFIG"] = arguments.config
     try:
         settings = load_settings()
+        max_connections = _connection_cap(settings.proxy.server)
     except ConfigError as error:
         print(f"metering-proxy: {error}", file=sys.stderr)
         return 2
@@ -65,7 +73,9 @@ def _serve(arguments: argparse.Namespace) -> int:
         port=port,
         workers=arguments.workers,
         loop="uvloop",
-        http="httptools",
+        # uvicorn calls `http` to make each connection's protocol: a class, or this factory
+        # (httptools with deadlines on the client, and the connection cap).
+        http=ClientConnections(settings.proxy.server, max_connections),  # type: ignore[arg-type]
         lifespan="on",
         # The upstream's own Server and Date headers reach the client, not uvicorn's.
         server_header=False,
@@ -76,6 +86,21 @@ def _serve(arguments: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.proxy.shutdown_grace_seconds),
     )
     return 0
+
+
+def _connection_cap(server: ServerConfig) -> int:
+    """Each process's cap on its connections, once the soft fd limit is raised to the hard one:
+    `max_connections`, or what that limit holds, said on stderr if lower."""
+    descriptors = raise_descriptor_limit()
+    cap = connection_cap(server.max_connections, descriptors)
+    if cap < server.max_connections:
+        print(
+            f"metering-proxy: warning: server.max_connections lowered from "
+            f"{server.max_connections} to {cap} per process, what its file descriptor limit "
+            f"({descriptors}) holds",
+            file=sys.stderr,
+        )
+    return cap
 
 
 def _share_metrics_between_workers(configured: Path | None, port: int) -> None:

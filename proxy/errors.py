@@ -122,3 +122,29 @@ class UpstreamFailed(ProxyError):
 class UpstreamTimeout(ProxyError):
     status = 504
     code = "upstream_timeout"
+
+
+class RequestTimeout(ProxyError):
+    """The client stopped sending its request; the connection is closed after this answer."""
+
+    status = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"connection", b"close")]
+
+
+class TooManyConnections(ProxyError):
+    """The process holds as many client connections as it can: try again in a moment."""
+
+    status = 503
+    code = "too_many_connections"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The proxy holds as many connections as it can take. Please retry in a moment."
+        )
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", b"1"), (b"connection", b"close")]

@@ -90,6 +90,23 @@ class TimeoutConfig(_Strict):
     total: float | None = Field(default=None, gt=0)
 
 
+class ServerConfig(_Strict):
+    """How long a client may take to send its request, and how many connections a process holds.
+
+    Seconds. `header_timeout_seconds` runs from the connection's opening (or the end of the
+    previous answer on it) to the end of the request's headers; `body_timeout_seconds` is the
+    longest silence between two chunks of a request body; `whole_body_timeout_seconds` bounds a
+    body the proxy reads whole (a JSON call) from its first chunk, while a streamed upload (a
+    large file) has no such bound, only the silence one. `max_connections` is per worker process,
+    and lowered at start to what the process's file descriptor limit can hold.
+    """
+
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    whole_body_timeout_seconds: float = Field(default=120.0, gt=0)
+    max_connections: int = Field(default=10_000, gt=0)
+
+
 class LedgerConfig(_Strict):
     """How records travel from the local journal to the database."""
 
@@ -210,6 +227,7 @@ class ProxyConfig(_Strict):
     trace_idle_seconds: float = Field(default=300.0, gt=0)
     # On SIGTERM, calls in flight (long streams) get this long to finish.
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    server: ServerConfig = ServerConfig()
     ledger: LedgerConfig = LedgerConfig()
     access: AccessConfig = AccessConfig()
     budgets: BudgetConfig = BudgetConfig()

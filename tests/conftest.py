@@ -67,7 +67,7 @@ def start_proxy(tmp_path: Path, records: RecordCollector) -> Iterator[ProxyFacto
             }
             settings = load_settings({**base_environ, **(environ or {})})
             app = create_app(settings, extra_sinks=[records], clock=clock)
-            server: AbstractContextManager[str] = serve_in_thread(app)
+            server: AbstractContextManager[str] = serve_in_thread(app, settings.proxy.server)
             return f"{stack.enter_context(server)}/v1"
 
         yield start

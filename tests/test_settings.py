@@ -111,3 +111,27 @@ def test_a_config_budget_is_checked_when_the_config_is_read(
 
     with pytest.raises(ConfigError, match=complaint):
         load_settings(write(tmp_path, config))
+
+
+def test_server_deadlines_and_connection_cap_have_their_documented_defaults() -> None:
+    server = load_settings({}).proxy.server
+    assert (
+        server.header_timeout_seconds,
+        server.body_timeout_seconds,
+        server.whole_body_timeout_seconds,
+        server.max_connections,
+    ) == (10, 30, 120, 10_000)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "header_timeout_seconds = 0",
+        "body_timeout_seconds = -1",
+        "whole_body_timeout_seconds = 0",
+        "max_connections = 0",
+    ],
+)
+def test_server_deadlines_and_connection_cap_must_be_positive(tmp_path: Path, setting: str) -> None:
+    with pytest.raises(ConfigError, match=setting.split()[0]):
+        load_settings(write(tmp_path, f"[server]\n{setting}\n"))

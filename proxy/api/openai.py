@@ -53,6 +53,7 @@ class OpenAIRoute:
         router: Router,
         client: UpstreamClient,
         max_body_bytes: int,
+        whole_body_seconds: float,
         traces: TraceTracker,
         settler: Settler,
         batches: BatchMetering,
@@ -64,6 +65,7 @@ class OpenAIRoute:
         self._router = router
         self._client = client
         self._max_body_bytes = max_body_bytes
+        self._whole_body_seconds = whole_body_seconds
         self._traces = traces
         self._settler = settler
         self._batches = batches
@@ -75,7 +77,7 @@ class OpenAIRoute:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = Exchange(created_at=self._clock())
         id_header = [(b"x-metering-request-id", exchange.request_id.encode())]
-        channel = ClientChannel(receive)
+        channel = ClientChannel(scope, receive)
         access = self._access.snapshot
         try:
             exchange.caller = identify_caller(
@@ -136,7 +138,9 @@ class OpenAIRoute:
         body: bytes | StreamedBody
         fields = _NO_FIELDS
         if endpoint is not None:
-            read = await channel.read_body(self._max_body_bytes, content_length(headers))
+            read = await channel.read_body(
+                self._max_body_bytes, content_length(headers), self._whole_body_seconds
+            )
             fields = read_request_fields(endpoint, header_value(headers, b"content-type"), read)
             model = fields.model
             body, headers = self._metered(exchange, fields, read, headers)
@@ -196,7 +200,7 @@ class OpenAIRoute:
         unsized = declared is None and header_value(headers, b"transfer-encoding") != b""
         if unsized or (declared is not None and declared > self._max_body_bytes):
             return StreamedBody(channel.stream_body(), declared)
-        return await channel.read_body(self._max_body_bytes, declared)
+        return await channel.read_body(self._max_body_bytes, declared, self._whole_body_seconds)
 
     def _upstream_for(self, model: str | None) -> Upstream:
         if model is None:

@@ -73,6 +73,9 @@ _CONNECT_FAILURES: tuple[tuple[type[aiohttp.ClientConnectorError], str], ...] = 
 
 def translate_error(error: BaseException, upstream: str) -> ProxyError:
     """An aiohttp (or socket) error as the OpenAI-shaped error the client receives."""
+    if isinstance(error.__cause__, ProxyError):
+        # The request body's own source failed (the client's upload stopped): that is the answer.
+        return error.__cause__
     if isinstance(error, TimeoutError):
         return UpstreamTimeout(f"The upstream {upstream!r} did not answer in time.")
     for failure, message in _CONNECT_FAILURES:

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,10 +24,15 @@ def free_port() -> int:
 
 
 class ProxyProcess:
-    """One `serve` process on a free port; its output goes to `log` in `cwd`."""
+    """One `serve` process on a free port; its output goes to `log` in `cwd`; `preexec_fn` runs
+    in the child before `serve` starts (to lower a resource limit, say)."""
 
     def __init__(
-        self, *arguments: str, cwd: Path, environ: Mapping[str, str] | None = None
+        self,
+        *arguments: str,
+        cwd: Path,
+        environ: Mapping[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -44,6 +49,7 @@ class ProxyProcess:
                 env={**inherited, **(environ or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=preexec_fn,
             )
 
     def wait_ready(self, seconds: float = 30) -> None:

@@ -11,10 +11,15 @@ from typing import Any
 
 import uvicorn
 
+from proxy.server.protocol import ClientConnections
+from proxy.settings import ServerConfig
+
 
 @contextmanager
-def serve_in_thread(app: Any) -> Iterator[str]:
-    """Serve `app` until the block ends; yields its base URL, e.g. `http://127.0.0.1:PORT`."""
+def serve_in_thread(app: Any, server: ServerConfig | None = None) -> Iterator[str]:
+    """Serve `app` until the block ends, with the connections `serve` makes (deadlines and cap
+    from `server`, by default the defaults); yields its base URL, e.g. `http://127.0.0.1:PORT`."""
+    server = server or ServerConfig()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -22,7 +27,7 @@ def serve_in_thread(app: Any) -> Iterator[str]:
     config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=ClientConnections(server, server.max_connections),
         lifespan="on",
         log_level="warning",
         server_header=False,
