@@ -135,6 +135,17 @@ class RequestTimeout(ProxyError):
         return [(b"connection", b"close")]
 
 
+class HeadersTooLarge(ProxyError):
+    """The request's line and headers are longer than the server takes."""
+
+    status = 431
+    error_type = "invalid_request_error"
+    code = "request_headers_too_large"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"connection", b"close")]
+
+
 class TooManyConnections(ProxyError):
     """The process holds as many client connections as it can: try again in a moment."""
 

@@ -98,13 +98,16 @@ class ServerConfig(_Strict):
     longest silence between two chunks of a request body; `whole_body_timeout_seconds` bounds a
     body the proxy reads whole (a JSON call) from its first chunk, while a streamed upload (a
     large file) has no such bound, only the silence one. `max_connections` is per worker process,
-    and lowered at start to what the process's file descriptor limit can hold.
+    and lowered at start to what the process's file descriptor limit can hold. `max_header_bytes`
+    bounds a request's line and headers together.
     """
 
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     body_timeout_seconds: float = Field(default=30.0, gt=0)
     whole_body_timeout_seconds: float = Field(default=120.0, gt=0)
     max_connections: int = Field(default=10_000, gt=0)
+    # A request's request line and headers together; the HTTP parser itself has no bound.
+    max_header_bytes: int = Field(default=65_536, gt=0)
 
 
 class LedgerConfig(_Strict):

@@ -8,6 +8,8 @@ connections until the process runs out of file descriptors. Here:
 - while the app waits on a body, `body_timeout_seconds` of silence mark it stalled: the app is
   told through the scope (`proxy.asgi.BODY_STALLED`) and woken, so that `/v1` answers a 408 and
   records the call; whatever does not answer in `_ANSWER_GRACE_SECONDS` gets the 408 from here;
+- a request's line and headers may take `max_header_bytes` (httptools keeps whatever comes): past
+  that the connection gets a 431 and is closed;
 - past the cap (`ClientConnections`) a connection gets a 503 at once and is closed, before its
   request is read.
 
@@ -30,7 +32,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from proxy.asgi import BODY_STALLED
-from proxy.errors import ProxyError, RequestTimeout, TooManyConnections
+from proxy.errors import HeadersTooLarge, ProxyError, RequestTimeout, TooManyConnections
 from proxy.settings import ServerConfig
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,9 @@ logger = logging.getLogger(__name__)
 # How long the app, told that a body stalled, has to answer before the connection is closed.
 _ANSWER_GRACE_SECONDS = 1.0
 _REFUSAL_WARNING_SECONDS = 60.0
+# How long a connection answered while its client was still sending is kept open, dropping what
+# comes, before it is closed.
+_LINGER_SECONDS = 1.0
 
 
 def _raw_answer(error: ProxyError) -> bytes:
@@ -56,6 +61,7 @@ def _raw_answer(error: ProxyError) -> bytes:
 _HEADERS_TIMED_OUT = _raw_answer(RequestTimeout("The request's headers did not arrive in time."))
 _BODY_TIMED_OUT = _raw_answer(RequestTimeout("The request body stopped arriving."))
 _TOO_MANY_CONNECTIONS = _raw_answer(TooManyConnections())
+_HEADERS_TOO_LARGE = _raw_answer(HeadersTooLarge("The request's headers are too large."))
 
 
 # What a connection waits for. Plain module constants, compared by identity: the checks run in
@@ -64,6 +70,7 @@ _HEADERS = "a request's headers, the client's to send by the deadline"
 _BODY = "a body the app waits on, whose chunks the client must keep sending"
 _ANSWERING = "nothing from the client: the app answers"
 _GIVING_UP = "the app's answer to a body it was told stalled"
+_DISCARDING = "nothing more: what the client still sends is dropped until the connection closes"
 
 
 class ClientProtocol(HttpToolsProtocol):
@@ -81,6 +88,10 @@ class ClientProtocol(HttpToolsProtocol):
         self._cap = connections
         self._header_seconds = connections.server.header_timeout_seconds
         self._body_seconds = connections.server.body_timeout_seconds
+        self._max_header_bytes = connections.server.max_header_bytes
+        # Bytes received since the current request's headers began (an upper bound: the chunk
+        # that ends them may carry body bytes too, so it is checked only if they did not end).
+        self._header_bytes = 0
         self._phase = _HEADERS
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -102,6 +113,18 @@ class ClientProtocol(HttpToolsProtocol):
             return
         super().connection_made(transport)
         self._enter(_HEADERS, self._header_seconds)
+
+    def data_received(self, data: bytes) -> None:
+        phase = self._phase
+        if phase is _DISCARDING:
+            return
+        if phase is not _HEADERS:
+            super().data_received(data)
+            return
+        self._header_bytes += len(data)
+        super().data_received(data)
+        if self._phase is _HEADERS and self._header_bytes > self._max_header_bytes:
+            self._answer_and_linger(_HEADERS_TOO_LARGE)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = _ANSWERING
@@ -133,6 +156,7 @@ class ClientProtocol(HttpToolsProtocol):
 
     def _enter(self, phase: str, seconds: float) -> None:
         self._phase = phase
+        self._header_bytes = 0
         self._deadline = self.loop.time() + seconds
         if self._timer is None or self._deadline < self._timer_at:
             self._arm()
@@ -149,6 +173,9 @@ class ClientProtocol(HttpToolsProtocol):
         if phase is _BODY and not self.cycle.more_body:
             self._phase = phase = _ANSWERING  # the body came whole
         if phase is _ANSWERING:
+            return
+        if phase is _DISCARDING:
+            self.transport.close()
             return
         now = self.loop.time()
         if self.flow.read_paused and phase is not _GIVING_UP:
@@ -174,6 +201,14 @@ class ClientProtocol(HttpToolsProtocol):
         cycle.scope[BODY_STALLED] = self._body_seconds  # type: ignore[literal-required]
         cycle.message_event.set()  # its pending `receive()` returns, with no more body
         self._enter(_GIVING_UP, _ANSWER_GRACE_SECONDS)
+
+    def _answer_and_linger(self, answer: bytes) -> None:
+        """Answer a client that is still sending, then drop what it sends for a moment before
+        closing: closing with its bytes unread would reset the connection, and the reset can
+        destroy the answer before the client reads it."""
+        self.transport.write(answer)
+        self.transport.write_eof()
+        self._enter(_DISCARDING, _LINGER_SECONDS)
 
     def _close(self, answer: bytes) -> None:
         if answer:
