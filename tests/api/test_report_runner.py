@@ -12,6 +12,7 @@ import pytest
 
 from proxy.api.report_runner.messages import WorkerConfig
 from proxy.api.report_runner.runner import ReportRunner, ReportTimedOut
+from proxy.api.report_runner.slots import ReportsBusy
 from proxy.errors import ProxyError
 from proxy.settings import ReportConfig
 from tests.support import report_jobs
@@ -73,6 +74,21 @@ async def test_a_report_past_its_deadline_is_a_504_and_is_stopped(tmp_path: Path
         await runner.stop()
 
 
+async def test_a_report_still_waiting_at_its_deadline_is_a_503(tmp_path: Path) -> None:
+    runner = runner_of(tmp_path, timeout_seconds=0.5, max_running=1)
+    try:
+        # Its place stays taken past its own deadline, until its process is killed.
+        holding = runner.run(None, report_jobs.hold_the_loop, 3600, str(tmp_path))
+        running = asyncio.create_task(holding)
+        await eventually((tmp_path / "started").exists)
+        with pytest.raises(ReportsBusy):
+            await runner.run(None, report_jobs.process_id)
+        with pytest.raises(ReportTimedOut):
+            await running
+    finally:
+        await runner.stop()
+
+
 async def test_a_report_that_ignores_its_deadline_is_ended_with_its_process(
     tmp_path: Path,
 ) -> None:
@@ -80,7 +96,7 @@ async def test_a_report_that_ignores_its_deadline_is_ended_with_its_process(
     try:
         reporter = int(await runner.run(None, report_jobs.process_id))
         with pytest.raises(ReportTimedOut):
-            await runner.run(None, report_jobs.hold_the_loop, 3600)
+            await runner.run(None, report_jobs.hold_the_loop, 3600, str(tmp_path))
         await eventually(lambda: not _alive(reporter))
         assert int(await runner.run(None, report_jobs.process_id)) != reporter
     finally:

@@ -37,8 +37,10 @@ async def wait_for_cancel(ledger: ReportLedger, directory: str) -> bytes:
     return b"never"
 
 
-async def hold_the_loop(ledger: ReportLedger, seconds: float) -> bytes:
-    """Pure-Python work that no cancellation can interrupt."""
+async def hold_the_loop(ledger: ReportLedger, seconds: float, directory: str) -> bytes:
+    """Pure-Python work that no cancellation can interrupt; says that it started by a file
+    named so in `directory`."""
+    (Path(directory) / "started").touch()
     time.sleep(seconds)  # noqa: ASYNC251 (blocking on purpose)
     return b"held"
 
