@@ -25,6 +25,8 @@ from proxy.alerts.store import AlertStore
 from proxy.api import admin, ops, usage
 from proxy.api.common import framework_refusal, unexpected_error
 from proxy.api.openai import OpenAIRoute
+from proxy.api.report_runner.messages import WorkerConfig
+from proxy.api.report_runner.runner import ReportRunner
 from proxy.asgi import ASGIApp, Receive, Scope, Send
 from proxy.budgets.admission import Admission
 from proxy.budgets.guard import BudgetGuard, LeasePolicy
@@ -38,7 +40,6 @@ from proxy.ledger.jobs import run_every
 from proxy.ledger.migrations import describe_database, prepare_database
 from proxy.ledger.retention import delete_old_rows
 from proxy.ledger.store import LedgerStore
-from proxy.ledger.whatif import WhatIf
 from proxy.ledger.writer import LedgerWriter
 from proxy.metering import tokens
 from proxy.metering.batches import BatchMetering, BatchRegistry
@@ -218,6 +219,8 @@ def create_app(
         clock,
     )
 
+    reports = ReportRunner(settings.proxy.reports, WorkerConfig.of(settings))
+
     async def renew_leases() -> None:
         await guard.renew(clock())
 
@@ -253,6 +256,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             traces.finish_idle(now=float("inf"))
+            await reports.stop()
             await client.aclose()
             await dispatcher.aclose()
             await ledger.stop(ledger_config.drain_seconds)
@@ -272,8 +276,7 @@ def create_app(
     rest.state.admin_key = settings.environment.admin_key
     rest.state.access = directory
     rest.state.clock = clock
-    upstream_configs = {upstream.config.name: upstream.config for upstream in settings.upstreams}
-    rest.state.what_if = WhatIf(engine, catalog, upstream_configs)
+    rest.state.reports = reports
     rest.include_router(ops.router)
     rest.include_router(usage.router)
     rest.include_router(admin.router)

@@ -109,6 +109,11 @@ class BodyTooLarge(ProxyError):
         super().__init__(f"The request body is larger than this proxy's limit of {limit} bytes.")
 
 
+class DatabaseUnavailable(ProxyError):
+    status = 503
+    code = "ledger_unavailable"
+
+
 class UpstreamUnreachable(ProxyError):
     status = 502
     code = "upstream_unreachable"

@@ -162,6 +162,18 @@ class AlertSinkConfig(_Strict):
     secret_env: str | None = None
 
 
+class ReportConfig(_Strict):
+    """How `/usage/*` reports run: in each worker's reports process, away from the calls."""
+
+    # Reports running at once, and more waiting for one of them to end; past both, 503.
+    max_running: int = Field(default=2, gt=0)
+    max_waiting: int = Field(default=8, ge=0)
+    # Running and waiting reports of one team (the admin key counts as one team); past it, 429.
+    max_per_team: int = Field(default=2, gt=0)
+    # A report still waiting this long gets 503; one running this long, 504 (and is stopped).
+    timeout_seconds: float = Field(default=60.0, gt=0)
+
+
 class TraceLimitConfig(_Strict):
     """Caps on one agent trace; a call past them gets 429 `trace_budget_exceeded`."""
 
@@ -237,6 +249,7 @@ class ProxyConfig(_Strict):
     alerts: AlertConfig = AlertConfig()
     alert_sinks: tuple[AlertSinkConfig, ...] = ()
     trace_limits: TraceLimitConfig = TraceLimitConfig()
+    reports: ReportConfig = ReportConfig()
     teams: tuple[TeamConfig, ...] = ()
 
     @model_validator(mode="after")

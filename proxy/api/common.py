@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, SecretStr
 from starlette.exceptions import HTTPException
 
-from proxy.errors import InvalidJSON, InvalidRequest, ProxyError
+from proxy.errors import DatabaseUnavailable, InvalidJSON, InvalidRequest, ProxyError
 from proxy.ledger.database import DATABASE_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -34,11 +34,6 @@ class Unauthorized(ProxyError):
 
 class InvalidParameter(InvalidRequest):
     code = "invalid_parameter"
-
-
-class DatabaseUnavailable(ProxyError):
-    status = 503
-    code = "ledger_unavailable"
 
 
 class ErrorDetail(BaseModel):

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Concatenate, ParamSpec
 
-from fastapi import APIRouter, Depends, Path, Query, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from proxy.api.common import OpenAIErrorRoute, error_responses
+from proxy.api.report_runner import jobs
+from proxy.api.report_runner.runner import ReportRunner
+from proxy.api.report_runner.worker import ReportLedger
 from proxy.api.usage_readers import UsageReader, usage_reader
 from proxy.clock import Clock
-from proxy.errors import ProxyError
 from proxy.ledger.reports.documents import RequestPage, Summary, TopTraces, TraceTree
 from proxy.ledger.reports.filters import (
     UsageFilter,
@@ -21,18 +24,14 @@ from proxy.ledger.reports.filters import (
     usage_filter,
     window,
 )
-from proxy.ledger.reports.records import MAX_PAGE_SIZE, list_records
-from proxy.ledger.reports.summary import summarize
-from proxy.ledger.reports.traces import MAX_TOP_TRACES, top_traces, trace_tree
-from proxy.ledger.whatif import Scenario, WhatIf, WhatIfDocument, what_if_document
+from proxy.ledger.reports.records import MAX_PAGE_SIZE
+from proxy.ledger.reports.traces import MAX_TOP_TRACES
+from proxy.ledger.whatif import Scenario, WhatIfDocument
 
 logger = logging.getLogger(__name__)
-
-
-class TraceNotFound(ProxyError):
-    status = 404
-    error_type = "invalid_request_error"
-    code = "trace_not_found"
+P = ParamSpec("P")
+# nginx's status for a request whose client left before the answer: nobody reads it.
+CLIENT_CLOSED_REQUEST = 499
 
 
 router = APIRouter(
@@ -45,7 +44,10 @@ router = APIRouter(
         _400="A parameter is invalid.",
         _401="Neither the admin key nor a usable proxy key.",
         _403="A team's proxy key asked for another team's usage.",
-        _503="The ledger database is unavailable.",
+        _429="This team has its most reports running or waiting (`too_many_reports`).",
+        _503="The ledger database is unavailable, or too many reports are running or waiting "
+        "(`reports_busy`; both with `Retry-After`).",
+        _504="The report did not end within `[reports] timeout_seconds`.",
     ),
 )
 
@@ -57,11 +59,6 @@ Since = Annotated[
     ),
 ]
 Until = Annotated[datetime | None, Query(description="End of the window, exclusive; default: now.")]
-
-
-def _ledger(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.ledger_engine
-    return engine
 
 
 def _now(request: Request) -> datetime:
@@ -103,16 +100,45 @@ async def _usage_filter(
     )
 
 
-Ledger = Annotated[AsyncEngine, Depends(_ledger)]
 Filters = Annotated[UsageFilter, Depends(_usage_filter)]
 # As X-Metering-Trace-Id takes them (request ids, which name one-call traces, are hex), less ids
 # of dots only: clients would resolve them away as `.` and `..` path segments.
 TRACE_ID_PATTERN = r"^[A-Za-z0-9_.:\-]*[A-Za-z0-9_:\-][A-Za-z0-9_.:\-]*$"
 
 
+async def _client_left(request: Request) -> None:
+    """Returns once the client has hung up (the GET has no body to read first)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _report(
+    request: Request,
+    reader: UsageReader,
+    report: Callable[Concatenate[ReportLedger, P], Awaitable[bytes]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> Response:
+    """The report's JSON document, run by the app's report runner on the reader's account; a
+    client that hangs up stops its report."""
+    runner: ReportRunner = request.app.state.reports
+    document = asyncio.ensure_future(runner.run(reader.team, report, *args, **kwargs))
+    left = asyncio.ensure_future(_client_left(request))
+    try:
+        done, _ = await asyncio.wait((document, left), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        left.cancel()
+        if not document.done():
+            document.cancel()
+    if document not in done:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return Response(document.result(), media_type="application/json")
+
+
 @router.get("/summary", response_model=Summary)
 async def summary(
-    ledger: Ledger,
+    request: Request,
+    reader: Reader,
     usage: Filters,
     group_by_: Annotated[
         str | None,
@@ -122,20 +148,21 @@ async def summary(
             "tag:KEY. None: one group of every call.",
         ),
     ] = None,
-) -> Summary:
+) -> Response:
     """Calls, tokens, cost and hidden-prompt share, grouped, with totals."""
-    return await summarize(ledger, usage, group_by(group_by_))
+    return await _report(request, reader, jobs.summary, usage, group_by(group_by_))
 
 
 @router.get("/requests", response_model=RequestPage)
 async def requests(
-    ledger: Ledger,
+    request: Request,
+    reader: Reader,
     usage: Filters,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = 100,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
-) -> RequestPage:
+) -> Response:
     """The records, newest first, a page at a time."""
-    return await list_records(ledger, usage, limit, cursor or None)
+    return await _report(request, reader, jobs.requests, usage, limit, cursor or None)
 
 
 @router.get(
@@ -144,7 +171,7 @@ async def requests(
     responses=error_responses(_404="No call of this trace is in the ledger."),
 )
 async def trace(
-    ledger: Ledger,
+    request: Request,
     reader: Reader,
     trace_id: Annotated[
         str, Path(pattern=TRACE_ID_PATTERN, max_length=128, description="The trace's id.")
@@ -156,33 +183,33 @@ async def trace(
             "teams sent this trace id (a 400 `trace_team_required` names them)."
         ),
     ] = None,
-) -> TraceTree:
+) -> Response:
     """A team's trace: its calls as a tree, with per-call and total cost (a team's key: its
     team's trace)."""
-    tree = await trace_tree(ledger, trace_id, reader.team_filter(text_value(team, "team")))
-    if tree is None:
-        raise TraceNotFound(f"No trace `{trace_id}` in the ledger.", param="trace_id")
-    return tree
+    team_kept = reader.team_filter(text_value(team, "team"))
+    return await _report(request, reader, jobs.trace, trace_id, team_kept)
 
 
 @router.get("/top-traces", response_model=TopTraces)
 async def top(
-    ledger: Ledger,
+    request: Request,
     reader: Reader,
     now: Now,
     since: Since = None,
     until: Until = None,
     team: Annotated[str | None, Query(description="Only this team's traces.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_TOP_TRACES, description="How many.")] = 10,
-) -> TopTraces:
+) -> Response:
     """The most expensive traces with a call in the window."""
     span = window(since, until, now)
-    return await top_traces(ledger, span, reader.team_filter(text_value(team, "team")), limit)
+    team_kept = reader.team_filter(text_value(team, "team"))
+    return await _report(request, reader, jobs.top, span, team_kept, limit)
 
 
 @router.get("/what-if", response_model=WhatIfDocument)
 async def what_if(
     request: Request,
+    reader: Reader,
     usage: Filters,
     to_model: Annotated[
         str | None,
@@ -196,10 +223,9 @@ async def what_if(
         str | None,
         Query(alias="group_by", description="Comma-separated: team, model, upstream, day."),
     ] = None,
-) -> WhatIfDocument:
+) -> Response:
     """What the window's usage would have cost on another model, in batch, or cached."""
-    repricer: WhatIf = request.app.state.what_if
     scenario = Scenario(
         model=text_value(to_model, "to_model"), batch=batch, cache_prompt=cache_prompt
     )
-    return what_if_document(await repricer.report(scenario, usage, group_by(group_by_)))
+    return await _report(request, reader, jobs.what_if, scenario, usage, group_by(group_by_))

@@ -10,7 +10,7 @@ used no tokens (DALL-E images, audio by the second) cannot be repriced and keep 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,6 +27,7 @@ from proxy.pricing.catalog import PriceCatalog
 from proxy.settings import OPENAI_BASE_URL, UpstreamConfig
 
 GROUPINGS = ("team", "model", "upstream", "day")
+_ROWS_PER_READ = 1000  # tens of milliseconds of loading and pricing
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +127,18 @@ class WhatIf:
                 param="endpoint" if usage.endpoint else "user" if usage.user else "tag",
             )
         groups: dict[tuple[str, ...], WhatIfGroup] = {}
-        for row in await self._rows(usage):
-            key = _group_key(row, names)
-            group = groups.setdefault(tuple(key.values()), WhatIfGroup(key=key))
-            self._add(group, row, scenario)
+        async for rows in self._rows(usage):
+            for row in rows:
+                key = _group_key(row, names)
+                group = groups.setdefault(tuple(key.values()), WhatIfGroup(key=key))
+                self._add(group, row, scenario)
         ordered = sorted(groups.values(), key=lambda g: g.actual_cost_usd, reverse=True)
         return WhatIfReport(scenario, usage, ordered)
 
-    async def _rows(self, usage: UsageFilter) -> Sequence[HourlyUsageRow]:
+    async def _rows(self, usage: UsageFilter) -> AsyncIterator[Sequence[HourlyUsageRow]]:
+        """The rows, read and priced a few at a time: loading and pricing are pure Python, and
+        each read lets a report that was cancelled (its caller left, its deadline passed) stop,
+        and reports running beside it take their turn."""
         # Whole hours that start in the window: the rollup has no finer grain.
         query = select(HourlyUsageRow).where(
             HourlyUsageRow.hour >= usage.window.since,
@@ -146,8 +151,10 @@ class WhatIf:
         ):
             if value is not None:
                 query = query.where(column == value)
+        query = query.execution_options(yield_per=_ROWS_PER_READ)
         async with AsyncSession(self._engine) as session:
-            return (await session.execute(query)).scalars().all()
+            async for rows in (await session.stream_scalars(query)).partitions():
+                yield rows
 
     def _add(self, group: WhatIfGroup, row: HourlyUsageRow, scenario: Scenario) -> None:
         group.calls += row.calls
