@@ -129,26 +129,27 @@ class UpstreamTimeout(ProxyError):
     code = "upstream_timeout"
 
 
-class RequestTimeout(ProxyError):
-    """The client stopped sending its request; the connection is closed after this answer."""
+class ClosingRefusal(ProxyError):
+    """A refusal of what the client is still sending: the connection is closed after it."""
 
-    status = 408
     error_type = "invalid_request_error"
-    code = "request_timeout"
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [(b"connection", b"close")]
 
 
-class HeadersTooLarge(ProxyError):
+class RequestTimeout(ClosingRefusal):
+    """The client stopped sending its request."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class HeadersTooLarge(ClosingRefusal):
     """The request's line and headers are longer than the server takes."""
 
     status = 431
-    error_type = "invalid_request_error"
     code = "request_headers_too_large"
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return [(b"connection", b"close")]
 
 
 class TooManyConnections(ProxyError):
