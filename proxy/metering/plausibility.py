@@ -9,10 +9,11 @@ So no upstream can make a call cost less than nothing, and pay a team's budget b
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 from proxy.clock import Clock
+from proxy.log_throttle import LogThrottle
 from proxy.metering.usage import Usage
 from proxy.request_fields import MAX_CHOICES
 
@@ -94,18 +95,16 @@ class ImplausibleReports:
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._last_warned: dict[str, datetime] = {}
-        self._since: dict[str, int] = {}
+        self._throttles: dict[str, LogThrottle] = {}
 
     def warn(self, upstream: str, model: str, error: ImplausibleUsage) -> None:
         """Note one implausible report; log it unless this upstream's last warning is recent."""
-        now = self._clock()
-        last = self._last_warned.get(upstream)
-        if last is not None and now - last < WARNING_INTERVAL:
-            self._since[upstream] = self._since.get(upstream, 0) + 1
+        throttle = self._throttles.get(upstream)
+        if throttle is None:
+            throttle = self._throttles[upstream] = LogThrottle(1, WARNING_INTERVAL.total_seconds())
+        more = throttle.admit(self._clock().timestamp())
+        if more is None:
             return
-        self._last_warned[upstream] = now
-        more = self._since.pop(upstream, 0)
         logger.warning(
             "upstream %r reported usage that cannot be true for model %.100r (%s): the call "
             "is metered by its estimate%s",

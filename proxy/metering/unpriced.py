@@ -9,6 +9,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from proxy.log_throttle import LogThrottle
+
 logger = logging.getLogger(__name__)
 
 MAX_REMEMBERED_MODELS = 1_000
@@ -27,12 +29,9 @@ class UnpricedModelWarnings:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._max_remembered = max_remembered
-        self._max_per_minute = max_per_minute
         self._clock = clock
         self._warned: OrderedDict[str, None] = OrderedDict()
-        self._minute_started = float("-inf")
-        self._warned_this_minute = 0
-        self._unnamed_this_minute = 0
+        self._throttle = LogThrottle(max_per_minute, _MINUTE)
 
     def note(self, model: str) -> None:
         """A call of this model was recorded without a price."""
@@ -42,26 +41,17 @@ class UnpricedModelWarnings:
         self._warned[model] = None
         if len(self._warned) > self._max_remembered:
             self._warned.popitem(last=False)
-        self._start_minute_if_over(self._clock())
-        if self._warned_this_minute < self._max_per_minute:
-            self._warned_this_minute += 1
-            logger.warning("no known price for model %r: its calls are recorded unpriced", model)
-        else:
-            self._unnamed_this_minute += 1
+        unnamed = self._throttle.admit(self._clock())
+        if unnamed is None:
+            return
+        if unnamed:
+            logger.warning(
+                "%d more models with no known price in the last minute (not named, to bound the "
+                "log): their calls are recorded unpriced",
+                unnamed,
+            )
+        logger.warning("no known price for model %r: its calls are recorded unpriced", model)
 
     @property
     def remembered(self) -> int:
         return len(self._warned)
-
-    def _start_minute_if_over(self, now: float) -> None:
-        if now - self._minute_started < _MINUTE:
-            return
-        if self._unnamed_this_minute:
-            logger.warning(
-                "%d more models with no known price in the last minute (not named, to bound the "
-                "log): their calls are recorded unpriced",
-                self._unnamed_this_minute,
-            )
-        self._minute_started = now
-        self._warned_this_minute = 0
-        self._unnamed_this_minute = 0

@@ -33,6 +33,7 @@ from uvicorn.server import ServerState
 
 from proxy.asgi import BODY_STALLED
 from proxy.errors import HeadersTooLarge, ProxyError, RequestTimeout, TooManyConnections
+from proxy.log_throttle import LogThrottle
 from proxy.settings import ServerConfig
 
 logger = logging.getLogger(__name__)
@@ -230,7 +231,7 @@ class ClientConnections:
     def __init__(self, server: ServerConfig, max_connections: int) -> None:
         self.server = server
         self.max_connections = max_connections
-        self._warned_at = -_REFUSAL_WARNING_SECONDS
+        self._refusal_warnings = LogThrottle(1, _REFUSAL_WARNING_SECONDS)
 
     def __call__(
         self,
@@ -243,9 +244,7 @@ class ClientConnections:
 
     def refused(self) -> None:
         """A connection was refused: say so in the log, once a minute at most."""
-        now = time.monotonic()
-        if now - self._warned_at >= _REFUSAL_WARNING_SECONDS:
-            self._warned_at = now
+        if self._refusal_warnings.admit(time.monotonic()) is not None:
             logger.warning(
                 "refusing new connections with 503: this process holds %d, its cap "
                 "(server.max_connections, or what its fd limit holds)",
