@@ -36,7 +36,12 @@ HOURS = {"flooder": 16_000, "t2": 1_000, "t3": 1_000, "t4": 1_000, "t5": 1_000}
 START = END - timedelta(hours=max(HOURS.values()))
 WINDOW = {"since": START.isoformat(), "until": END.isoformat()}
 WHAT_IF = {"to_model": "gpt-4o-mini", **WINDOW}
-ONE_HOUR_WHAT_IF = {"to_model": "gpt-4o-mini", "since": (END - timedelta(hours=1)).isoformat()}
+# Bounded at both ends, so that the real date (the `serve` process's clock) does not matter.
+ONE_HOUR_WHAT_IF = {
+    "to_model": "gpt-4o-mini",
+    "since": (END - timedelta(hours=1)).isoformat(),
+    "until": END.isoformat(),
+}
 AS_ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}
 # Far below one report's duration: what a call may take while reports run.
